@@ -1,0 +1,743 @@
+/* agent_link.c - the I/O thread between request threads and agents.
+
+   Frontend (inproc ROUTER) messages from request threads:
+     [client]["call"][cid][header][payload?]   forward to cid's agent
+     [client]["attach"][cid][socket path]      bind cid's ROUTER
+     [client]["detach"][cid]                   close it, fail calls in flight
+     [client]["stop"]                          end the thread
+   Replies to a client are [client][header][payload?].
+
+   Backend (one ROUTER per sandbox, agent connects as routing id "agent"):
+     ["agent"][tag][header][payload?]
+   The tag of a request is the caller's frontend identity. A reply is only
+   forwarded when that caller has a call in flight to this very sandbox, so
+   an agent (which shares its user with tenant code) can never write into a
+   call made to another sandbox. */
+#include "agent_link.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "jsonv.h"
+
+#define MAX_HEADER (64 * 1024)
+#define MAX_PAYLOAD (1024 * 1024)
+#define MAX_TAG 64
+#define MAX_PARTS 6
+#define MAX_CALL_MSGS 200000
+
+typedef struct {
+    char cid[64];
+    char path[4096];
+    void *sock; /* ROUTER the agent connects to */
+    void *mon;  /* PAIR receiving the socket's disconnect events */
+} backend_t;
+
+typedef struct {
+    unsigned char client[MAX_TAG];
+    size_t client_len;
+    char cid[64];
+    size_t bytes, msgs;
+} inflight_t;
+
+struct _agent_link_t {
+    void *ctx;
+    char endpoint[64];
+    pthread_t thread;
+    int started;
+    size_t max_call_bytes;
+    /* owned by the link thread */
+    void *front;
+    backend_t **backends;
+    size_t nbackends;
+    inflight_t *inflight;
+    size_t ninflight, cap_inflight;
+    unsigned mon_seq;
+};
+
+struct _agent_call_t {
+    agent_link_t *link;
+    void *sock;
+    char cid[64];
+    char *header;
+    char *payload;
+    size_t len;
+    int64_t connect_deadline;
+};
+
+/* --- message helpers ----------------------------------------------------- */
+
+typedef struct {
+    zmq_msg_t part[MAX_PARTS];
+    int n;
+    int overflow;
+} multipart_t;
+
+static int
+s_recv_multipart (void *sock, multipart_t *m, int flags)
+{
+    m->n = 0;
+    m->overflow = 0;
+    for (;;) {
+        zmq_msg_t tmp;
+        zmq_msg_init (&tmp);
+        if (zmq_msg_recv (&tmp, sock, flags) < 0) {
+            zmq_msg_close (&tmp);
+            for (int i = 0; i < m->n; i++)
+                zmq_msg_close (&m->part[i]);
+            m->n = 0;
+            return -1;
+        }
+        int more = zmq_msg_more (&tmp);
+        if (m->n < MAX_PARTS)
+            m->part[m->n++] = tmp; /* moves ownership */
+        else {
+            m->overflow = 1;
+            zmq_msg_close (&tmp);
+        }
+        if (!more)
+            return 0;
+        flags &= ~ZMQ_DONTWAIT;
+    }
+}
+
+static void
+s_close_multipart (multipart_t *m)
+{
+    for (int i = 0; i < m->n; i++)
+        zmq_msg_close (&m->part[i]);
+    m->n = 0;
+}
+
+static int
+s_part_is (multipart_t *m, int i, const char *s)
+{
+    size_t n = strlen (s);
+    return i < m->n && zmq_msg_size (&m->part[i]) == n && memcmp (zmq_msg_data (&m->part[i]), s, n) == 0;
+}
+
+static void
+s_part_str (multipart_t *m, int i, char *buf, size_t size)
+{
+    size_t n = i < m->n ? zmq_msg_size (&m->part[i]) : 0;
+    if (n >= size)
+        n = size - 1;
+    if (n)
+        memcpy (buf, zmq_msg_data (&m->part[i]), n);
+    buf[n] = '\0';
+}
+
+/* Send frames; the last one without SNDMORE. Returns 0 or -1/errno. */
+static int
+s_send_frames (void *sock, int nframes, const void *data[], const size_t sizes[])
+{
+    for (int i = 0; i < nframes; i++) {
+        int flags = (i < nframes - 1 ? ZMQ_SNDMORE : 0);
+        if (zmq_send (sock, data[i], sizes[i], flags) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void
+s_reply_text (agent_link_t *self, const void *client, size_t client_len, const char *text)
+{
+    const void *d[] = {client, text};
+    size_t s[] = {client_len, strlen (text)};
+    s_send_frames (self->front, 2, d, s);
+}
+
+static void
+s_reply_error (agent_link_t *self, const void *client, size_t client_len, const char *code,
+               const char *message)
+{
+    json_t *h = json_pack ("{s:s, s:s, s:s}", "ev", "error", "code", code, "message", message);
+    char *text = jsonv_dumps (h);
+    if (text)
+        s_reply_text (self, client, client_len, text);
+    free (text);
+    json_decref (h);
+}
+
+/* --- link thread state ---------------------------------------------------- */
+
+static backend_t *
+s_backend_find (agent_link_t *self, const char *cid, size_t *index)
+{
+    for (size_t i = 0; i < self->nbackends; i++)
+        if (strcmp (self->backends[i]->cid, cid) == 0) {
+            if (index)
+                *index = i;
+            return self->backends[i];
+        }
+    return NULL;
+}
+
+static inflight_t *
+s_inflight_find (agent_link_t *self, const void *client, size_t len)
+{
+    for (size_t i = 0; i < self->ninflight; i++)
+        if (self->inflight[i].client_len == len && memcmp (self->inflight[i].client, client, len) == 0)
+            return &self->inflight[i];
+    return NULL;
+}
+
+static void
+s_inflight_remove (agent_link_t *self, inflight_t *f)
+{
+    size_t i = (size_t) (f - self->inflight);
+    self->inflight[i] = self->inflight[--self->ninflight];
+}
+
+static int
+s_inflight_add (agent_link_t *self, const void *client, size_t len, const char *cid)
+{
+    inflight_t *f = s_inflight_find (self, client, len);
+    if (!f) {
+        if (self->ninflight == self->cap_inflight) {
+            size_t cap = self->cap_inflight ? self->cap_inflight * 2 : 16;
+            inflight_t *grown = realloc (self->inflight, cap * sizeof *grown);
+            if (!grown)
+                return -1;
+            self->inflight = grown;
+            self->cap_inflight = cap;
+        }
+        f = &self->inflight[self->ninflight++];
+    }
+    memset (f, 0, sizeof *f);
+    memcpy (f->client, client, len);
+    f->client_len = len;
+    snprintf (f->cid, sizeof f->cid, "%s", cid);
+    return 0;
+}
+
+/* End every call in flight to cid with an error event. */
+static void
+s_fail_inflight (agent_link_t *self, const char *cid, const char *message)
+{
+    for (size_t i = 0; i < self->ninflight;) {
+        inflight_t *f = &self->inflight[i];
+        if (strcmp (f->cid, cid) == 0) {
+            s_reply_error (self, f->client, f->client_len, "sandbox_unavailable", message);
+            s_inflight_remove (self, f);
+        }
+        else
+            i++;
+    }
+}
+
+static void
+s_backend_close (agent_link_t *self, size_t index)
+{
+    backend_t *b = self->backends[index];
+    if (b->mon)
+        zmq_close (b->mon);
+    if (b->sock) {
+        zmq_socket_monitor (b->sock, NULL, 0);
+        zmq_close (b->sock);
+    }
+    unlink (b->path);
+    free (b);
+    self->backends[index] = self->backends[--self->nbackends];
+}
+
+static int
+s_backend_open (agent_link_t *self, const char *cid, const char *path, char *errbuf, size_t errsize)
+{
+    size_t index;
+    if (s_backend_find (self, cid, &index))
+        s_backend_close (self, index);
+    backend_t *b = calloc (1, sizeof *b);
+    backend_t **grown = realloc (self->backends, (self->nbackends + 1) * sizeof *grown);
+    if (!b || !grown) {
+        free (b);
+        if (grown)
+            self->backends = grown;
+        snprintf (errbuf, errsize, "out of memory");
+        return -1;
+    }
+    self->backends = grown;
+    snprintf (b->cid, sizeof b->cid, "%s", cid);
+    snprintf (b->path, sizeof b->path, "%s", path);
+    b->sock = zmq_socket (self->ctx, ZMQ_ROUTER);
+    int one = 1, zero = 0, hwm = 256;
+    int64_t maxmsg = MAX_PAYLOAD + 4096;
+    zmq_setsockopt (b->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt (b->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (b->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt (b->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    /* The directory is the broker's own; a leftover socket from a previous
+       broker process is replaced. */
+    unlink (path);
+    char endpoint[4200];
+    snprintf (endpoint, sizeof endpoint, "ipc://%s", path);
+    if (zmq_bind (b->sock, endpoint) < 0) {
+        snprintf (errbuf, errsize, "binding %.300s: %s", endpoint, zmq_strerror (errno));
+        zmq_close (b->sock);
+        free (b);
+        return -1;
+    }
+    chmod (path, 0666);
+    char mon_ep[64];
+    snprintf (mon_ep, sizeof mon_ep, "inproc://agent-mon-%p-%u", (void *) self, self->mon_seq++);
+    if (zmq_socket_monitor (b->sock, mon_ep, ZMQ_EVENT_DISCONNECTED) == 0) {
+        b->mon = zmq_socket (self->ctx, ZMQ_PAIR);
+        zmq_setsockopt (b->mon, ZMQ_LINGER, &zero, sizeof zero);
+        if (zmq_connect (b->mon, mon_ep) < 0) {
+            zmq_close (b->mon);
+            b->mon = NULL;
+        }
+    }
+    self->backends[self->nbackends++] = b;
+    return 0;
+}
+
+/* --- link thread: frontend and backend handlers ---------------------------- */
+
+static void
+s_handle_front (agent_link_t *self, multipart_t *m)
+{
+    if (m->n < 2)
+        return;
+    const void *client = zmq_msg_data (&m->part[0]);
+    size_t client_len = zmq_msg_size (&m->part[0]);
+    if (client_len == 0 || client_len > MAX_TAG)
+        return;
+    char cid[64];
+    s_part_str (m, 2, cid, sizeof cid);
+
+    if (s_part_is (m, 1, "call") && (m->n == 4 || m->n == 5)) {
+        backend_t *b = s_backend_find (self, cid, NULL);
+        if (!b) {
+            s_reply_error (self, client, client_len, "sandbox_unavailable",
+                           "the sandbox is not running");
+            return;
+        }
+        const void *d[4] = {"agent", client, zmq_msg_data (&m->part[3]),
+                            m->n == 5 ? zmq_msg_data (&m->part[4]) : NULL};
+        size_t s[4] = {5, client_len, zmq_msg_size (&m->part[3]),
+                       m->n == 5 ? zmq_msg_size (&m->part[4]) : 0};
+        if (s_send_frames (b->sock, m->n == 5 ? 4 : 3, d, s) < 0) {
+            s_reply_error (self, client, client_len, "agent_unreachable",
+                           errno == EHOSTUNREACH ? "the sandbox agent is not connected"
+                                                 : zmq_strerror (errno));
+            return;
+        }
+        if (s_inflight_add (self, client, client_len, cid) < 0)
+            s_reply_error (self, client, client_len, "internal", "out of memory");
+    }
+    else if (s_part_is (m, 1, "attach") && m->n == 4) {
+        char path[4096], errbuf[512];
+        s_part_str (m, 3, path, sizeof path);
+        if (s_backend_open (self, cid, path, errbuf, sizeof errbuf) < 0)
+            s_reply_text (self, client, client_len, errbuf);
+        else
+            s_reply_text (self, client, client_len, "ok");
+    }
+    else if (s_part_is (m, 1, "detach") && m->n == 3) {
+        size_t index;
+        if (s_backend_find (self, cid, &index)) {
+            s_fail_inflight (self, cid, "the sandbox was stopped");
+            s_backend_close (self, index);
+        }
+        s_reply_text (self, client, client_len, "ok");
+    }
+}
+
+static void
+s_handle_back (agent_link_t *self, backend_t *b, multipart_t *m)
+{
+    if (m->overflow || m->n < 3 || m->n > 4 || !s_part_is (m, 0, "agent"))
+        return; /* not our agent, or not our protocol: drop */
+    size_t tag_len = zmq_msg_size (&m->part[1]);
+    size_t header_len = zmq_msg_size (&m->part[2]);
+    if (tag_len == 0 || tag_len > MAX_TAG)
+        return; /* unsolicited (hello) or junk */
+    inflight_t *f = s_inflight_find (self, zmq_msg_data (&m->part[1]), tag_len);
+    if (!f || strcmp (f->cid, b->cid) != 0) {
+        log_debug ("agent %s: reply for an unknown call dropped", b->cid);
+        return;
+    }
+    if (header_len == 0 || header_len > MAX_HEADER) {
+        log_warn ("agent %s: oversized or empty header dropped", b->cid);
+        return;
+    }
+    json_t *h = json_loadb (zmq_msg_data (&m->part[2]), header_len, 0, NULL);
+    const char *ev = json_is_object (h) ? json_string_value (json_object_get (h, "ev")) : NULL;
+    if (!ev) {
+        log_warn ("agent %s: malformed event dropped", b->cid);
+        json_decref (h);
+        return;
+    }
+    size_t payload_len = m->n == 4 ? zmq_msg_size (&m->part[3]) : 0;
+    int terminal = !strcmp (ev, "exit") || !strcmp (ev, "error") || !strcmp (ev, "pong")
+                   || !strcmp (ev, "ok");
+    f->bytes += header_len + payload_len;
+    f->msgs++;
+    if (!terminal && (f->bytes > self->max_call_bytes || f->msgs > MAX_CALL_MSGS)) {
+        json_decref (h);
+        return; /* the agent ignores its own caps: stop passing its output on */
+    }
+    const void *d[3] = {f->client, zmq_msg_data (&m->part[2]),
+                        payload_len ? zmq_msg_data (&m->part[3]) : NULL};
+    size_t s[3] = {f->client_len, header_len, payload_len};
+    s_send_frames (self->front, payload_len ? 3 : 2, d, s);
+    if (terminal)
+        s_inflight_remove (self, f);
+    json_decref (h);
+}
+
+static void *
+s_thread (void *arg)
+{
+    agent_link_t *self = arg;
+    zmq_pollitem_t *items = NULL;
+    size_t cap = 0;
+    for (;;) {
+        size_t n = 1 + 2 * self->nbackends;
+        if (n > cap) {
+            zmq_pollitem_t *grown = realloc (items, n * sizeof *grown);
+            if (!grown) {
+                usleep (10000);
+                continue;
+            }
+            items = grown;
+            cap = n;
+        }
+        items[0] = (zmq_pollitem_t){self->front, 0, ZMQ_POLLIN, 0};
+        for (size_t i = 0; i < self->nbackends; i++) {
+            items[1 + 2 * i] = (zmq_pollitem_t){self->backends[i]->sock, 0, ZMQ_POLLIN, 0};
+            items[2 + 2 * i] = (zmq_pollitem_t){self->backends[i]->mon, 0,
+                                                self->backends[i]->mon ? ZMQ_POLLIN : 0, 0};
+        }
+        if (zmq_poll (items, (int) n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        /* Backends first, front last: the front may add or remove backends. */
+        for (size_t i = 0; i < self->nbackends && 1 + 2 * i < n; i++) {
+            backend_t *b = self->backends[i];
+            if (items[1 + 2 * i].revents & ZMQ_POLLIN) {
+                for (int k = 0; k < 64; k++) {
+                    multipart_t m;
+                    if (s_recv_multipart (b->sock, &m, ZMQ_DONTWAIT) < 0)
+                        break;
+                    s_handle_back (self, b, &m);
+                    s_close_multipart (&m);
+                }
+            }
+            if (b->mon && (items[2 + 2 * i].revents & ZMQ_POLLIN)) {
+                multipart_t m;
+                if (s_recv_multipart (b->mon, &m, ZMQ_DONTWAIT) == 0) {
+                    log_info ("sandbox %s: agent disconnected", b->cid);
+                    s_fail_inflight (self, b->cid, "the sandbox agent disconnected");
+                    s_close_multipart (&m);
+                }
+            }
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            int stop = 0;
+            for (int k = 0; k < 64 && !stop; k++) {
+                multipart_t m;
+                if (s_recv_multipart (self->front, &m, ZMQ_DONTWAIT) < 0)
+                    break;
+                if (s_part_is (&m, 1, "stop")) {
+                    stop = 1;
+                    if (m.n >= 1)
+                        s_reply_text (self, zmq_msg_data (&m.part[0]), zmq_msg_size (&m.part[0]),
+                                      "ok");
+                }
+                else
+                    s_handle_front (self, &m);
+                s_close_multipart (&m);
+            }
+            if (stop)
+                break;
+        }
+    }
+    free (items);
+    while (self->nbackends > 0)
+        s_backend_close (self, 0);
+    return NULL;
+}
+
+/* --- public API ------------------------------------------------------------ */
+
+static void *
+s_client_socket (agent_link_t *self)
+{
+    void *sock = zmq_socket (self->ctx, ZMQ_DEALER);
+    if (!sock)
+        return NULL;
+    int zero = 0;
+    zmq_setsockopt (sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect (sock, self->endpoint) < 0) {
+        zmq_close (sock);
+        return NULL;
+    }
+    return sock;
+}
+
+/* A synchronous control exchange with the link thread. Returns the reply
+   text in buf ("ok" on success). */
+static int
+s_control (agent_link_t *self, int nframes, const void *d[], const size_t s[], char *buf,
+           size_t size)
+{
+    void *sock = s_client_socket (self);
+    if (!sock) {
+        snprintf (buf, size, "cannot reach the agent link");
+        return -1;
+    }
+    int rc = -1;
+    if (s_send_frames (sock, nframes, d, s) == 0) {
+        int n = zmq_recv (sock, buf, size - 1, 0);
+        if (n >= 0) {
+            buf[(size_t) n < size - 1 ? (size_t) n : size - 1] = '\0';
+            rc = strcmp (buf, "ok") == 0 ? 0 : -1;
+        }
+    }
+    zmq_close (sock);
+    return rc;
+}
+
+agent_link_t *
+agent_link_new (size_t max_call_bytes, err_t *err)
+{
+    agent_link_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    self->max_call_bytes = max_call_bytes;
+    self->ctx = zmq_ctx_new ();
+    snprintf (self->endpoint, sizeof self->endpoint, "inproc://agent-link-%p", (void *) self);
+    self->front = zmq_socket (self->ctx, ZMQ_ROUTER);
+    int zero = 0, one = 1;
+    zmq_setsockopt (self->front, ZMQ_LINGER, &zero, sizeof zero);
+    /* Never drop silently towards a caller: the per-call byte cap bounds
+       what can queue up for one that reads slowly. */
+    zmq_setsockopt (self->front, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt (self->front, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (zmq_bind (self->front, self->endpoint) < 0
+        || pthread_create (&self->thread, NULL, s_thread, self) != 0) {
+        err_set (err, 500, "internal", "starting the agent link: %s", zmq_strerror (errno));
+        zmq_close (self->front);
+        zmq_ctx_term (self->ctx);
+        free (self);
+        return NULL;
+    }
+    self->started = 1;
+    return self;
+}
+
+void
+agent_link_destroy (agent_link_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    agent_link_t *self = *self_p;
+    if (self->started) {
+        const void *d[] = {"stop"};
+        size_t s[] = {4};
+        char buf[16];
+        s_control (self, 1, d, s, buf, sizeof buf);
+        pthread_join (self->thread, NULL);
+    }
+    zmq_close (self->front);
+    zmq_ctx_term (self->ctx);
+    free (self->backends);
+    free (self->inflight);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+agent_link_attach (agent_link_t *self, const char *cid, const char *sock_path, err_t *err)
+{
+    const void *d[] = {"attach", cid, sock_path};
+    size_t s[] = {6, strlen (cid), strlen (sock_path)};
+    char buf[512];
+    if (s_control (self, 3, d, s, buf, sizeof buf) < 0)
+        return err_set (err, 500, "internal", "agent socket for %s: %s", cid, buf);
+    return 0;
+}
+
+void
+agent_link_detach (agent_link_t *self, const char *cid)
+{
+    const void *d[] = {"detach", cid};
+    size_t s[] = {6, strlen (cid)};
+    char buf[64];
+    s_control (self, 2, d, s, buf, sizeof buf);
+}
+
+static int
+s_call_send (agent_call_t *self)
+{
+    const void *d[] = {"call", self->cid, self->header, self->payload};
+    size_t s[] = {4, strlen (self->cid), strlen (self->header), self->len};
+    return s_send_frames (self->sock, self->payload ? 4 : 3, d, s);
+}
+
+agent_call_t *
+agent_call_new (agent_link_t *self, const char *cid, json_t *header, const void *payload,
+                size_t len, int connect_wait_ms, err_t *err)
+{
+    agent_call_t *call = calloc (1, sizeof *call);
+    if (!call) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    call->link = self;
+    snprintf (call->cid, sizeof call->cid, "%s", cid);
+    call->header = jsonv_dumps (header);
+    if (payload) {
+        call->payload = malloc (len ? len : 1);
+        if (call->payload)
+            memcpy (call->payload, payload, len);
+        call->len = len;
+    }
+    call->connect_deadline = util_mono_ms () + connect_wait_ms;
+    call->sock = s_client_socket (self);
+    if (!call->header || (payload && !call->payload) || !call->sock || s_call_send (call) < 0) {
+        err_set (err, 500, "internal", "sending to the sandbox agent failed");
+        agent_call_destroy (&call);
+        return NULL;
+    }
+    return call;
+}
+
+int
+agent_call_recv (agent_call_t *self, int timeout_ms, json_t **header, char **payload, size_t *len,
+                 err_t *err)
+{
+    int64_t deadline = timeout_ms < 0 ? -1 : util_mono_ms () + timeout_ms;
+    for (;;) {
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - util_mono_ms ();
+            wait = left > 0 ? (int) left : 0;
+        }
+        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll (&item, 1, wait);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc < 0)
+            return err_set (err, 500, "internal", "agent link poll: %s", zmq_strerror (errno));
+        if (rc == 0)
+            return 0;
+        multipart_t m;
+        if (s_recv_multipart (self->sock, &m, ZMQ_DONTWAIT) < 0)
+            continue;
+        if (m.n < 1 || m.n > 2) {
+            s_close_multipart (&m);
+            continue;
+        }
+        json_t *h = json_loadb (zmq_msg_data (&m.part[0]), zmq_msg_size (&m.part[0]), 0, NULL);
+        const char *ev = json_is_object (h) ? json_string_value (json_object_get (h, "ev")) : NULL;
+        if (!ev) {
+            json_decref (h);
+            s_close_multipart (&m);
+            continue;
+        }
+        const char *code = json_string_value (json_object_get (h, "code"));
+        if (!strcmp (ev, "error") && code && !strcmp (code, "agent_unreachable")
+            && util_mono_ms () < self->connect_deadline) {
+            /* Not connected yet: try again shortly. */
+            json_decref (h);
+            s_close_multipart (&m);
+            usleep (20000);
+            if (s_call_send (self) < 0)
+                return err_set (err, 500, "internal", "sending to the sandbox agent failed");
+            continue;
+        }
+        *header = h;
+        *payload = NULL;
+        *len = 0;
+        if (m.n == 2) {
+            size_t n = zmq_msg_size (&m.part[1]);
+            *payload = malloc (n ? n : 1);
+            if (!*payload) {
+                json_decref (h);
+                s_close_multipart (&m);
+                return err_set (err, 500, "internal", "out of memory");
+            }
+            memcpy (*payload, zmq_msg_data (&m.part[1]), n);
+            *len = n;
+        }
+        s_close_multipart (&m);
+        return 1;
+    }
+}
+
+int
+agent_call_fd (agent_call_t *self)
+{
+    int fd = -1;
+    size_t size = sizeof fd;
+    zmq_getsockopt (self->sock, ZMQ_FD, &fd, &size);
+    return fd;
+}
+
+void
+agent_call_destroy (agent_call_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    agent_call_t *self = *self_p;
+    if (self->sock)
+        zmq_close (self->sock);
+    free (self->header);
+    free (self->payload);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+agent_link_ping (agent_link_t *self, const char *cid, int timeout_ms, err_t *err)
+{
+    json_t *h = json_pack ("{s:s}", "op", "ping");
+    agent_call_t *call = agent_call_new (self, cid, h, NULL, 0, timeout_ms, err);
+    json_decref (h);
+    if (!call)
+        return -1;
+    int64_t deadline = util_mono_ms () + timeout_ms;
+    int rc = -1;
+    for (;;) {
+        int64_t left = deadline - util_mono_ms ();
+        json_t *ev = NULL;
+        char *payload = NULL;
+        size_t len;
+        int got = agent_call_recv (call, left > 0 ? (int) left : 0, &ev, &payload, &len, err);
+        free (payload);
+        if (got <= 0) {
+            if (got == 0)
+                err_set (err, 503, "sandbox_unavailable", "the sandbox agent did not answer");
+            break;
+        }
+        const char *name = json_string_value (json_object_get (ev, "ev"));
+        if (!strcmp (name, "pong")) {
+            json_decref (ev);
+            rc = 0;
+            break;
+        }
+        if (!strcmp (name, "error")) {
+            const char *msg = json_string_value (json_object_get (ev, "message"));
+            err_set (err, 503, "sandbox_unavailable", "sandbox agent: %s", msg ? msg : "error");
+            json_decref (ev);
+            break;
+        }
+        json_decref (ev);
+    }
+    agent_call_destroy (&call);
+    return rc;
+}

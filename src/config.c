@@ -1,0 +1,190 @@
+/* config.c - defaults, config file parsing and validation. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef PKGLIBEXECDIR
+#define PKGLIBEXECDIR "/usr/local/libexec/sandboxd"
+#endif
+#ifndef DEFAULT_RUNTIME
+#define DEFAULT_RUNTIME "runc"
+#endif
+
+void
+config_defaults (config_t *cfg)
+{
+    memset (cfg, 0, sizeof *cfg);
+    snprintf (cfg->listen, sizeof cfg->listen, "127.0.0.1:8080");
+    snprintf (cfg->state_dir, sizeof cfg->state_dir, "/var/lib/sandboxd");
+    snprintf (cfg->image_dir, sizeof cfg->image_dir, "/var/cache/sandboxd/images");
+    snprintf (cfg->agent_path, sizeof cfg->agent_path, "%s/sandbox-agent", PKGLIBEXECDIR);
+    snprintf (cfg->runtime, sizeof cfg->runtime, "%s", DEFAULT_RUNTIME);
+    snprintf (cfg->cgroup_parent, sizeof cfg->cgroup_parent, "/sandboxd");
+    cfg->log_level = LOG_LVL_INFO;
+    cfg->max_sandboxes_per_tenant = 20;
+    cfg->default_keepalive_seconds = 600;
+    cfg->max_keepalive_seconds = 86400;
+    cfg->max_body_bytes = 1 << 20;
+    cfg->max_output_bytes = 1 << 20;
+    cfg->exec_default_timeout_ms = 60000;
+    cfg->exec_max_timeout_ms = 3600000;
+    cfg->default_memory_mb = 1024;
+    cfg->max_memory_mb = 8192;
+    cfg->default_cpus = 1.0;
+    long ncpu = sysconf (_SC_NPROCESSORS_ONLN);
+    cfg->max_cpus = ncpu > 0 ? (double) ncpu : 1.0;
+    cfg->default_pids = 512;
+    cfg->max_pids = 4096;
+    cfg->max_connections = 256;
+    cfg->reap_interval_ms = 1000;
+}
+
+typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
+
+typedef struct {
+    const char *name;
+    kind_t kind;
+    size_t offset;
+    size_t size; /* for strings */
+    double min, max;
+} key_t_;
+
+#define S(f) #f, K_STR, offsetof (config_t, f), sizeof (((config_t *) 0)->f), 0, 0
+#define I(f, lo, hi) #f, K_INT, offsetof (config_t, f), 0, lo, hi
+#define N(f, lo, hi) #f, K_NUM, offsetof (config_t, f), 0, lo, hi
+
+static const key_t_ s_keys[] = {
+    {S (listen)},
+    {S (state_dir)},
+    {S (tokens)},
+    {S (image_dir)},
+    {S (agent_path)},
+    {S (runtime)},
+    {S (cgroup_parent)},
+    {"log_level", K_LOG, offsetof (config_t, log_level), 0, 0, 0},
+    {I (max_sandboxes_per_tenant, 1, 100000)},
+    {I (default_keepalive_seconds, 1, 31536000)},
+    {I (max_keepalive_seconds, 1, 31536000)},
+    {I (max_body_bytes, 1024, 1073741824)},
+    {I (max_output_bytes, 1024, 67108864)},
+    {I (exec_default_timeout_ms, 1, 86400000)},
+    {I (exec_max_timeout_ms, 1, 86400000)},
+    {I (default_memory_mb, 16, 1048576)},
+    {I (max_memory_mb, 16, 1048576)},
+    {N (default_cpus, 0.01, 1024)},
+    {N (max_cpus, 0.01, 1024)},
+    {I (default_pids, 8, 1000000)},
+    {I (max_pids, 8, 1000000)},
+    {I (max_connections, 4, 100000)},
+    {I (reap_interval_ms, 10, 3600000)},
+};
+
+int
+config_set (config_t *cfg, const char *key, const char *value, err_t *err)
+{
+    for (size_t i = 0; i < sizeof s_keys / sizeof s_keys[0]; i++) {
+        const key_t_ *k = &s_keys[i];
+        if (strcmp (k->name, key) != 0)
+            continue;
+        char *field = (char *) cfg + k->offset;
+        char *end = NULL;
+        switch (k->kind) {
+        case K_STR:
+            if (strlen (value) >= k->size)
+                return err_set (err, 400, "invalid_config", "%s: value too long", key);
+            memcpy (field, value, strlen (value) + 1);
+            return 0;
+        case K_LOG:
+            if (log_parse_level (value, (log_level_t *) field) < 0)
+                return err_set (err, 400, "invalid_config",
+                                "%s: expected debug, info, warn or error", key);
+            return 0;
+        case K_INT: {
+            errno = 0;
+            long long n = strtoll (value, &end, 10);
+            if (errno || !*value || *end || n < k->min || n > k->max)
+                return err_set (err, 400, "invalid_config", "%s: expected an integer from %.0f to %.0f",
+                                key, k->min, k->max);
+            *(int64_t *) field = n;
+            return 0;
+        }
+        case K_NUM: {
+            errno = 0;
+            double d = strtod (value, &end);
+            if (errno || !*value || *end || !(d >= k->min && d <= k->max))
+                return err_set (err, 400, "invalid_config", "%s: expected a number from %g to %g",
+                                key, k->min, k->max);
+            *(double *) field = d;
+            return 0;
+        }
+        }
+    }
+    return err_set (err, 400, "invalid_config", "unknown setting '%.64s'", key);
+}
+
+static char *
+s_trim (char *s)
+{
+    while (isspace ((unsigned char) *s))
+        s++;
+    size_t n = strlen (s);
+    while (n > 0 && isspace ((unsigned char) s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int
+config_load_file (config_t *cfg, const char *path, err_t *err)
+{
+    FILE *f = fopen (path, "re");
+    if (!f)
+        return err_set (err, 400, "invalid_config", "cannot open config file %s: %s", path,
+                        strerror (errno));
+    char line[2048];
+    int lineno = 0;
+    while (fgets (line, sizeof line, f)) {
+        lineno++;
+        char *s = s_trim (line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr (s, '=');
+        if (!eq) {
+            fclose (f);
+            return err_set (err, 400, "invalid_config", "%s:%d: expected 'key = value'", path,
+                            lineno);
+        }
+        *eq = '\0';
+        char *key = s_trim (s);
+        char *value = s_trim (eq + 1);
+        if (config_set (cfg, key, value, err) < 0) {
+            fclose (f);
+            return err_prefix (err, "%s:%d", path, lineno);
+        }
+    }
+    fclose (f);
+    return 0;
+}
+
+int
+config_validate (const config_t *cfg, err_t *err)
+{
+    if (cfg->default_keepalive_seconds > cfg->max_keepalive_seconds)
+        return err_set (err, 400, "invalid_config",
+                        "default_keepalive_seconds exceeds max_keepalive_seconds");
+    if (cfg->exec_default_timeout_ms > cfg->exec_max_timeout_ms)
+        return err_set (err, 400, "invalid_config",
+                        "exec_default_timeout_ms exceeds exec_max_timeout_ms");
+    if (cfg->default_memory_mb > cfg->max_memory_mb || cfg->default_cpus > cfg->max_cpus
+        || cfg->default_pids > cfg->max_pids)
+        return err_set (err, 400, "invalid_config", "a default limit exceeds its maximum");
+    if (cfg->state_dir[0] != '/' || cfg->image_dir[0] != '/')
+        return err_set (err, 400, "invalid_config", "state_dir and image_dir must be absolute");
+    if (!strchr (cfg->listen, ':'))
+        return err_set (err, 400, "invalid_config", "listen: expected ADDR:PORT");
+    return 0;
+}

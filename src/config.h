@@ -1,0 +1,47 @@
+/* config.h - broker settings: defaults, a `key = value` config file, and
+   command-line overrides. Every limit a client can run into lives here. */
+#ifndef SANDBOXD_CONFIG_H
+#define SANDBOXD_CONFIG_H
+
+#include <stdint.h>
+
+#include "util.h"
+
+typedef struct {
+    char listen[128];     /* ADDR:PORT, port 0 picks a free one */
+    char state_dir[1024]; /* registry, runc root, per-sandbox dirs */
+    char tokens[1024];    /* tokens file; empty = no auth, loopback only */
+    char image_dir[1024]; /* image cache: <image_dir>/current/rootfs */
+    char agent_path[1024];
+    char runtime[256]; /* OCI runtime binary */
+    char cgroup_parent[128];
+    log_level_t log_level;
+
+    int64_t max_sandboxes_per_tenant;
+    int64_t default_keepalive_seconds;
+    int64_t max_keepalive_seconds;
+    int64_t max_body_bytes;
+    int64_t max_output_bytes;
+    int64_t exec_default_timeout_ms;
+    int64_t exec_max_timeout_ms;
+    int64_t default_memory_mb, max_memory_mb;
+    double default_cpus, max_cpus;
+    int64_t default_pids, max_pids;
+    int64_t max_connections;
+    int64_t reap_interval_ms;
+} config_t;
+
+/* Fill cfg with the built-in defaults. */
+void config_defaults (config_t *cfg);
+
+/* Set one setting by its config-file name. 0, or -1 with *err naming the key. */
+int config_set (config_t *cfg, const char *key, const char *value, err_t *err);
+
+/* Read a config file: `key = value` lines, `#` comments, blank lines.
+   Unknown keys and bad values are errors (with the line number). */
+int config_load_file (config_t *cfg, const char *path, err_t *err);
+
+/* Check cross-field consistency after everything is loaded. */
+int config_validate (const config_t *cfg, err_t *err);
+
+#endif

@@ -1,0 +1,511 @@
+/* http_api.c - libmicrohttpd server, routing, auth, JSON errors and SSE. */
+#include "http_api.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "exec.h"
+#include "jsonv.h"
+#include "sse.h"
+
+#define VERSION_STRING PACKAGE_VERSION
+#define SSE_KEEPALIVE_MS 15000
+
+struct _http_api_t {
+    const config_t *cfg;
+    auth_t *auth;
+    sandbox_mgr_t *mgr;
+    struct MHD_Daemon *daemon;
+    int port;
+};
+
+typedef struct {
+    char *body;
+    size_t len;
+    int too_large;
+    int responded;
+    int64_t started_us;
+} request_t;
+
+/* --- responses -------------------------------------------------------------- */
+
+static enum MHD_Result
+s_send_json (struct MHD_Connection *conn, unsigned status, json_t *body)
+{
+    char *text = jsonv_dumps (body);
+    json_decref (body);
+    if (!text)
+        return MHD_NO;
+    size_t len = strlen (text);
+    struct MHD_Response *resp = MHD_create_response_from_buffer (len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free (text);
+        return MHD_NO;
+    }
+    MHD_add_response_header (resp, "Content-Type", "application/json");
+    MHD_add_response_header (resp, "Cache-Control", "no-store");
+    enum MHD_Result rc = MHD_queue_response (conn, status, resp);
+    MHD_destroy_response (resp);
+    return rc;
+}
+
+static enum MHD_Result
+s_send_error (struct MHD_Connection *conn, const err_t *err)
+{
+    int status = err->status >= 400 && err->status < 600 ? err->status : 500;
+    json_t *body = json_pack ("{s:{s:s, s:s}}", "error", "code",
+                              err->code[0] ? err->code : "internal", "message", err->message);
+    if (status == 500)
+        log_error ("internal error: %s", err->message);
+    return s_send_json (conn, (unsigned) status, body);
+}
+
+static enum MHD_Result
+s_fail (struct MHD_Connection *conn, int status, const char *code, const char *message)
+{
+    err_t err;
+    err_set (&err, status, code, "%s", message);
+    return s_send_error (conn, &err);
+}
+
+/* --- streaming exec ------------------------------------------------------- */
+
+typedef struct {
+    exec_t *exec;
+    char *pending;
+    size_t pending_len, pending_pos;
+    int done;
+} stream_t;
+
+static void
+s_stream_push (stream_t *st, const char *event, json_t *data)
+{
+    char ts[40];
+    json_object_set_new (data, "type", json_string (event));
+    json_object_set_new (data, "timestamp", json_string (util_iso8601 (util_now_ms (), ts, sizeof ts)));
+    size_t len = 0;
+    char *text = sse_format (event, data, &len);
+    json_decref (data);
+    if (!text)
+        return;
+    char *grown = realloc (st->pending, st->pending_len + len);
+    if (!grown) {
+        free (text);
+        return;
+    }
+    st->pending = grown;
+    memcpy (st->pending + st->pending_len, text, len);
+    st->pending_len += len;
+    free (text);
+}
+
+static void
+s_stream_event (stream_t *st, exec_event_t *ev)
+{
+    json_t *h = ev->header;
+    switch (ev->kind) {
+    case EXEC_EV_STDOUT:
+    case EXEC_EV_STDERR:
+        s_stream_push (st, ev->kind == EXEC_EV_STDOUT ? "stdout" : "stderr",
+                       json_pack ("{s:o}", "data", jsonv_string_from_bytes (ev->data, ev->len)));
+        break;
+    case EXEC_EV_EXIT: {
+        json_t *code = json_object_get (h, "exit_code");
+        json_t *dur = json_object_get (h, "duration_ms");
+        s_stream_push (st, "complete",
+                       json_pack ("{s:I, s:I, s:b, s:b}", "exit_code",
+                                  json_is_integer (code) ? json_integer_value (code) : -1,
+                                  "duration_ms", json_is_integer (dur) ? json_integer_value (dur) : 0,
+                                  "timed_out", json_is_true (json_object_get (h, "timed_out")),
+                                  "truncated", json_is_true (json_object_get (h, "truncated"))));
+        st->done = 1;
+        break;
+    }
+    case EXEC_EV_ERROR: {
+        const char *code = json_string_value (json_object_get (h, "code"));
+        const char *msg = json_string_value (json_object_get (h, "message"));
+        s_stream_push (st, "error", json_pack ("{s:s, s:s}", "code", code ? code : "internal",
+                                               "message", msg ? msg : "error"));
+        st->done = 1;
+        break;
+    }
+    case EXEC_EV_START:
+        break;
+    }
+}
+
+static ssize_t
+s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_t *st = cls;
+    (void) pos;
+    while (st->pending_pos == st->pending_len) {
+        st->pending_len = st->pending_pos = 0;
+        if (st->done)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        exec_event_t ev;
+        err_t err = {0};
+        int got = exec_next (st->exec, SSE_KEEPALIVE_MS, &ev, &err);
+        if (got < 0) {
+            s_stream_push (st, "error",
+                           json_pack ("{s:s, s:s}", "code", err.code, "message", err.message));
+            st->done = 1;
+        }
+        else if (got == 0) {
+            size_t n = strlen (SSE_KEEPALIVE);
+            char *grown = realloc (st->pending, n);
+            if (!grown)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            st->pending = grown;
+            memcpy (st->pending, SSE_KEEPALIVE, n);
+            st->pending_len = n;
+        }
+        else {
+            s_stream_event (st, &ev);
+            exec_event_clear (&ev);
+        }
+    }
+    size_t n = st->pending_len - st->pending_pos;
+    if (n > max)
+        n = max;
+    memcpy (buf, st->pending + st->pending_pos, n);
+    st->pending_pos += n;
+    return (ssize_t) n;
+}
+
+static void
+s_stream_free (void *cls)
+{
+    stream_t *st = cls;
+    exec_destroy (&st->exec); /* kills the command if the client left early */
+    free (st->pending);
+    free (st);
+}
+
+static enum MHD_Result
+s_exec_stream (struct MHD_Connection *conn, exec_t *exec)
+{
+    stream_t *st = calloc (1, sizeof *st);
+    if (!st) {
+        exec_destroy (&exec);
+        return s_fail (conn, 500, "internal", "out of memory");
+    }
+    st->exec = exec;
+    s_stream_push (st, "start", json_pack ("{s:i}", "pid", exec_pid (exec)));
+    struct MHD_Response *resp
+        = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 64 * 1024, s_stream_read, st,
+                                             s_stream_free);
+    if (!resp) {
+        s_stream_free (st);
+        return MHD_NO;
+    }
+    MHD_add_response_header (resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header (resp, "Cache-Control", "no-cache");
+    MHD_add_response_header (resp, "X-Accel-Buffering", "no");
+    enum MHD_Result rc = MHD_queue_response (conn, 200, resp);
+    MHD_destroy_response (resp);
+    return rc;
+}
+
+/* --- routing ------------------------------------------------------------------ */
+
+/* Split "/v1/sandboxes/ID/exec" into at most max segments. Returns the
+   count, or -1 when there are more or one is empty or too long. */
+static int
+s_split (const char *url, char seg[][128], int max)
+{
+    int n = 0;
+    const char *p = url;
+    if (*p != '/')
+        return -1;
+    while (*p == '/' && p[1]) {
+        p++;
+        const char *end = strchr (p, '/');
+        size_t len = end ? (size_t) (end - p) : strlen (p);
+        if (len == 0 || len >= 128 || n == max)
+            return -1;
+        memcpy (seg[n], p, len);
+        seg[n][len] = '\0';
+        n++;
+        p += len;
+    }
+    return n;
+}
+
+static int
+s_wants_sse (struct MHD_Connection *conn)
+{
+    const char *accept = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Accept");
+    return accept && strstr (accept, "text/event-stream") != NULL;
+}
+
+static enum MHD_Result
+s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *url,
+         request_t *req)
+{
+    char seg[6][128];
+    int n = s_split (url, seg, 6);
+    err_t err = {0};
+    json_t *out = NULL;
+
+    if (n == 2 && !strcmp (seg[0], "v1") && !strcmp (seg[1], "health")) {
+        if (strcmp (method, "GET") && strcmp (method, "HEAD"))
+            return s_fail (conn, 405, "method_not_allowed", "use GET");
+        return s_send_json (conn, 200, json_pack ("{s:s, s:s}", "status", "ok", "version", VERSION_STRING));
+    }
+    if (n < 2 || strcmp (seg[0], "v1") || strcmp (seg[1], "sandboxes"))
+        return s_fail (conn, 404, "not_found", "no such route");
+
+    const char *tenant = auth_tenant (
+        self->auth, MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Authorization"));
+    if (!tenant)
+        return s_fail (conn, 401, "unauthorized", "missing or invalid bearer token");
+
+    if (req->too_large) {
+        char msg[96];
+        snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
+                  (long long) self->cfg->max_body_bytes);
+        return s_fail (conn, 413, "body_too_large", msg);
+    }
+
+    int is_get = !strcmp (method, "GET"), is_post = !strcmp (method, "POST");
+    int is_patch = !strcmp (method, "PATCH"), is_delete = !strcmp (method, "DELETE");
+    const char *id = n >= 3 ? seg[2] : NULL;
+    if (id && !util_valid_id (id))
+        return s_fail (conn, 404, "not_found", "no such sandbox");
+
+    json_t *body = NULL;
+    if (is_post || is_patch) {
+        body = jsonv_parse_object (req->body, req->len, n == 2, &err);
+        if (!body)
+            return s_send_error (conn, &err);
+    }
+
+    enum MHD_Result rc;
+    if (n == 2) {
+        if (is_get && sandbox_list (self->mgr, tenant, &out, &err) == 0)
+            rc = s_send_json (conn, 200, out);
+        else if (is_post) {
+            int created = 0;
+            if (sandbox_create (self->mgr, tenant, body, &out, &created, &err) == 0)
+                rc = s_send_json (conn, created ? 201 : 200, out);
+            else
+                rc = s_send_error (conn, &err);
+        }
+        else if (is_get)
+            rc = s_send_error (conn, &err);
+        else
+            rc = s_fail (conn, 405, "method_not_allowed", "use GET or POST");
+    }
+    else if (n == 3) {
+        if (is_get)
+            rc = sandbox_get (self->mgr, tenant, id, &out, &err) == 0 ? s_send_json (conn, 200, out)
+                                                                     : s_send_error (conn, &err);
+        else if (is_patch)
+            rc = sandbox_extend (self->mgr, tenant, id, body, &out, &err) == 0
+                     ? s_send_json (conn, 200, out)
+                     : s_send_error (conn, &err);
+        else if (is_delete)
+            rc = sandbox_delete (self->mgr, tenant, id, &err) == 0
+                     ? s_send_json (conn, 200,
+                                    json_pack ("{s:s, s:s}", "id", id, "status", "deleted"))
+                     : s_send_error (conn, &err);
+        else
+            rc = s_fail (conn, 405, "method_not_allowed", "use GET, PATCH or DELETE");
+    }
+    else if (n == 4 && !strcmp (seg[3], "exec")) {
+        if (!is_post)
+            rc = s_fail (conn, 405, "method_not_allowed", "use POST");
+        else {
+            exec_t *exec = exec_start (self->mgr, tenant, id, body, &err);
+            if (!exec)
+                rc = s_send_error (conn, &err);
+            else if (s_wants_sse (conn))
+                rc = s_exec_stream (conn, exec);
+            else {
+                out = exec_collect (exec, &err);
+                exec_destroy (&exec);
+                rc = out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
+            }
+        }
+    }
+    else
+        rc = s_fail (conn, 404, "not_found", "no such route");
+    json_decref (body);
+    return rc;
+}
+
+static enum MHD_Result
+s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+          const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+    http_api_t *self = cls;
+    request_t *req = *con_cls;
+    if (!req) {
+        req = calloc (1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->started_us = util_mono_us ();
+        *con_cls = req;
+        /* Refuse a declared oversized body before reading any of it. */
+        const char *cl = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoll (cl, NULL, 10) > self->cfg->max_body_bytes) {
+            req->responded = 1;
+            char msg[96];
+            snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
+                      (long long) self->cfg->max_body_bytes);
+            return s_fail (conn, 413, "body_too_large", msg);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->responded || req->too_large)
+            return MHD_YES;
+        if (req->len + n > (size_t) self->cfg->max_body_bytes) {
+            req->too_large = 1;
+            free (req->body);
+            req->body = NULL;
+            req->len = 0;
+            return MHD_YES;
+        }
+        char *grown = realloc (req->body, req->len + n + 1);
+        if (!grown)
+            return MHD_NO;
+        req->body = grown;
+        memcpy (req->body + req->len, upload_data, n);
+        req->len += n;
+        req->body[req->len] = '\0';
+        return MHD_YES;
+    }
+    if (req->responded)
+        return MHD_YES;
+    req->responded = 1;
+    return s_route (self, conn, method, url, req);
+}
+
+static void
+s_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    request_t *req = *con_cls;
+    if (!req)
+        return;
+    free (req->body);
+    free (req);
+    *con_cls = NULL;
+}
+
+static void *
+s_uri_log (void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    log_debug ("request %.200s", uri);
+    return NULL;
+}
+
+/* Parse "ADDR:PORT" or "[V6]:PORT". */
+static int
+s_parse_listen (const char *listen, struct sockaddr_storage *ss, socklen_t *sslen, int *loopback,
+                err_t *err)
+{
+    char host[128];
+    const char *colon = strrchr (listen, ':');
+    if (!colon)
+        return err_set (err, 400, "invalid_config", "listen: expected ADDR:PORT");
+    size_t hl = (size_t) (colon - listen);
+    if (hl >= sizeof host)
+        return err_set (err, 400, "invalid_config", "listen: address too long");
+    memcpy (host, listen, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol (colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return err_set (err, 400, "invalid_config", "listen: bad port");
+    memset (ss, 0, sizeof *ss);
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *) ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons ((uint16_t) port);
+        if (inet_pton (AF_INET6, host + 1, &a->sin6_addr) != 1)
+            return err_set (err, 400, "invalid_config", "listen: bad IPv6 address");
+        *loopback = IN6_IS_ADDR_LOOPBACK (&a->sin6_addr);
+        *sslen = sizeof *a;
+        return 0;
+    }
+    struct sockaddr_in *a = (struct sockaddr_in *) ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons ((uint16_t) port);
+    if (!strcmp (host, "localhost"))
+        snprintf (host, sizeof host, "127.0.0.1");
+    if (inet_pton (AF_INET, host, &a->sin_addr) != 1)
+        return err_set (err, 400, "invalid_config", "listen: bad IPv4 address '%s'", host);
+    *loopback = (ntohl (a->sin_addr.s_addr) >> 24) == 127;
+    *sslen = sizeof *a;
+    return 0;
+}
+
+http_api_t *
+http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, err_t *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    int loopback = 0;
+    if (s_parse_listen (cfg->listen, &ss, &sslen, &loopback, err) < 0)
+        return NULL;
+    if (auth_is_open (auth) && !loopback) {
+        err_set (err, 400, "invalid_config",
+                 "refusing to listen on %s without a tokens file: use a loopback address or "
+                 "--tokens FILE",
+                 cfg->listen);
+        return NULL;
+    }
+    http_api_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    self->cfg = cfg;
+    self->auth = auth;
+    self->mgr = mgr;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
+                     | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    self->daemon = MHD_start_daemon (
+        flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned) cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 600, MHD_OPTION_NOTIFY_COMPLETED, s_completed,
+        self, MHD_OPTION_URI_LOG_CALLBACK, s_uri_log, self, MHD_OPTION_END);
+    if (!self->daemon) {
+        err_set (err, 500, "internal", "cannot listen on %s (address in use?)", cfg->listen);
+        free (self);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info (self->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    self->port = info ? info->port : 0;
+    return self;
+}
+
+int
+http_api_port (const http_api_t *self)
+{
+    return self->port;
+}
+
+void
+http_api_destroy (http_api_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    MHD_stop_daemon ((*self_p)->daemon);
+    free (*self_p);
+    *self_p = NULL;
+}

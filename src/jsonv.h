@@ -1,0 +1,43 @@
+/* jsonv.h - validating JSON request bodies field by field, with errors that
+   name the offending field, and making untrusted bytes safe for JSON. */
+#ifndef SANDBOXD_JSONV_H
+#define SANDBOXD_JSONV_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util.h"
+
+/* Parse a request body that must be a JSON object. An empty body counts as
+   {} when allow_empty. Caller owns the result. NULL with a 400 on error. */
+json_t *jsonv_parse_object (const char *buf, size_t len, bool allow_empty, err_t *err);
+
+/* Fail with 400 invalid_field naming the first key of obj that is not in
+   the NULL-terminated list. `path` prefixes nested names ("limits."). */
+int jsonv_only_keys (json_t *obj, const char *path, const char *const keys[], err_t *err);
+
+/* Each getter: absent or null → *out untouched and 0 (unless required, then
+   400); wrong type or out of range → 400 naming path+key. */
+int jsonv_string (json_t *obj, const char *path, const char *key, bool required, size_t max_len,
+                  const char **out, err_t *err);
+int jsonv_int (json_t *obj, const char *path, const char *key, bool required, int64_t min,
+               int64_t max, int64_t *out, err_t *err);
+int jsonv_number (json_t *obj, const char *path, const char *key, bool required, double min,
+                  double max, double *out, err_t *err);
+int jsonv_bool (json_t *obj, const char *path, const char *key, bool *out, err_t *err);
+
+/* An environment map: object of string → string, at most max_entries,
+   names matching [A-Za-z_][A-Za-z0-9_]*, values without NUL, total size
+   at most max_bytes. *out is borrowed from obj (NULL when absent). */
+int jsonv_env (json_t *obj, const char *path, const char *key, size_t max_entries,
+               size_t max_bytes, json_t **out, err_t *err);
+
+/* A new JSON string from arbitrary bytes: invalid UTF-8 sequences become
+   U+FFFD, NUL bytes are kept (\u0000). Caller owns the reference. */
+json_t *jsonv_string_from_bytes (const char *buf, size_t len);
+
+/* Serialise compactly; caller frees. */
+char *jsonv_dumps (const json_t *value);
+
+#endif

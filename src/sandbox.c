@@ -1,0 +1,446 @@
+/* sandbox.c - sandbox lifecycle on top of registry, runtime and agent link. */
+#include "sandbox.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jsonv.h"
+
+#define AGENT_READY_MS 10000
+
+struct _sandbox_mgr_t {
+    const config_t *cfg;
+    registry_t *reg;
+    agent_link_t *link;
+    runtime_config_t rt;
+    char runtime_root[1100];
+    char sandboxes_dir[1100];
+    /* Serialises the check-then-act steps of create and delete (quota,
+       existence, status changes); container work happens outside it. */
+    pthread_mutex_t lock;
+};
+
+static void
+s_dir_of (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
+{
+    snprintf (buf, size, "%s/%s", self->sandboxes_dir, cid);
+}
+
+static int
+s_sock_of (sandbox_mgr_t *self, const char *cid, char *buf, size_t size, err_t *err)
+{
+    /* sun_path holds 108 bytes including the NUL. */
+    int n = snprintf (buf, size, "%s/%s/ctl/agent.sock", self->sandboxes_dir, cid);
+    if (n < 0 || (size_t) n >= size || n > 107)
+        return err_set (err, 500, "internal",
+                        "state_dir is too long for a unix socket path (%d > 107 bytes)", n);
+    return 0;
+}
+
+sandbox_mgr_t *
+sandbox_mgr_new (const config_t *cfg, registry_t *reg, agent_link_t *link, err_t *err)
+{
+    sandbox_mgr_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    self->cfg = cfg;
+    self->reg = reg;
+    self->link = link;
+    pthread_mutex_init (&self->lock, NULL);
+    snprintf (self->runtime_root, sizeof self->runtime_root, "%s/runc", cfg->state_dir);
+    snprintf (self->sandboxes_dir, sizeof self->sandboxes_dir, "%s/sandboxes", cfg->state_dir);
+    if (util_mkdir_p (self->runtime_root, 0700) < 0 || util_mkdir_p (self->sandboxes_dir, 0711) < 0) {
+        err_set (err, 500, "internal", "creating %s: %m", self->sandboxes_dir);
+        free (self);
+        return NULL;
+    }
+    self->rt.runtime = cfg->runtime;
+    self->rt.runtime_root = self->runtime_root;
+    self->rt.agent_path = cfg->agent_path;
+    self->rt.cgroup_parent = cfg->cgroup_parent;
+    return self;
+}
+
+void
+sandbox_mgr_destroy (sandbox_mgr_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pthread_mutex_destroy (&(*self_p)->lock);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+agent_link_t *
+sandbox_mgr_link (sandbox_mgr_t *self)
+{
+    return self->link;
+}
+
+const config_t *
+sandbox_mgr_config (sandbox_mgr_t *self)
+{
+    return self->cfg;
+}
+
+static json_t *
+s_to_json (const registry_rec_t *rec)
+{
+    char created[40], expires[40];
+    json_t *env = json_loads (rec->env_json ? rec->env_json : "{}", 0, NULL);
+    return json_pack ("{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:f, s:I}}", "id", rec->id, "status",
+                      rec->status, "created_at", util_iso8601 (rec->created_at, created, sizeof created),
+                      "expires_at", util_iso8601 (rec->expires_at, expires, sizeof expires), "env",
+                      env ? env : json_object (), "limits", "memory_mb",
+                      (json_int_t) rec->limits.memory_mb, "cpus", rec->limits.cpus, "pids",
+                      (json_int_t) rec->limits.pids);
+}
+
+static void
+s_spec (sandbox_mgr_t *self, const registry_rec_t *rec, char *dir, size_t dirsize,
+        runtime_spec_t *spec)
+{
+    s_dir_of (self, rec->cid, dir, dirsize);
+    memset (spec, 0, sizeof *spec);
+    spec->cid = rec->cid;
+    spec->dir = dir;
+    spec->lower = rec->lower;
+    spec->hostname = "sandbox";
+    spec->limits = rec->limits;
+}
+
+/* Bring the container of rec up and wait until its agent answers. */
+static int
+s_start (sandbox_mgr_t *self, const registry_rec_t *rec, bool start_container, err_t *err)
+{
+    char dir[1200], sock[1200];
+    runtime_spec_t spec;
+    s_spec (self, rec, dir, sizeof dir, &spec);
+    if (s_sock_of (self, rec->cid, sock, sizeof sock, err) < 0)
+        return -1;
+    if (runtime_prepare (&self->rt, &spec, err) < 0)
+        return -1;
+    /* Bind before the container starts, so the agent's first connect works. */
+    if (agent_link_attach (self->link, rec->cid, sock, err) < 0)
+        return -1;
+    if (start_container && runtime_start (&self->rt, &spec, err) < 0)
+        return -1;
+    return 0;
+}
+
+static void
+s_destroy_container (sandbox_mgr_t *self, const char *cid)
+{
+    char dir[1200];
+    err_t err = {0};
+    agent_link_detach (self->link, cid);
+    s_dir_of (self, cid, dir, sizeof dir);
+    if (runtime_destroy (&self->rt, cid, dir, &err) < 0)
+        log_error ("sandbox %s: destroy: %s", cid, err.message);
+}
+
+/* Resolve <image_dir>/current to the image rootfs this sandbox will use. */
+static int
+s_current_image (sandbox_mgr_t *self, char *out, size_t size, err_t *err)
+{
+    char current[1200], real[PATH_MAX];
+    snprintf (current, sizeof current, "%s/current", self->cfg->image_dir);
+    if (!realpath (current, real))
+        return err_set (err, 503, "image_missing",
+                        "no sandbox image in %s: build it with kernels/build-image.sh",
+                        self->cfg->image_dir);
+    if ((size_t) snprintf (out, size, "%s/rootfs", real) >= size)
+        return err_set (err, 500, "internal", "image path too long");
+    struct stat st;
+    if (stat (out, &st) < 0 || !S_ISDIR (st.st_mode))
+        return err_set (err, 503, "image_missing", "sandbox image %s has no rootfs", real);
+    return 0;
+}
+
+static const char *const s_create_keys[] = {"id", "keepalive_seconds", "env", "limits", NULL};
+static const char *const s_limit_keys[] = {"memory_mb", "cpus", "pids", NULL};
+
+int
+sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **out,
+                int *created, err_t *err)
+{
+    const config_t *cfg = self->cfg;
+    const char *id = NULL;
+    int64_t keepalive = cfg->default_keepalive_seconds;
+    json_t *env = NULL, *limits_obj = NULL;
+    registry_rec_t rec;
+    memset (&rec, 0, sizeof rec);
+    rec.limits.memory_mb = cfg->default_memory_mb;
+    rec.limits.cpus = cfg->default_cpus;
+    rec.limits.pids = cfg->default_pids;
+
+    if (jsonv_only_keys (body, "", s_create_keys, err) < 0
+        || jsonv_string (body, "", "id", false, 63, &id, err) < 0
+        || jsonv_int (body, "", "keepalive_seconds", false, 1, cfg->max_keepalive_seconds,
+                      &keepalive, err)
+               < 0
+        || jsonv_env (body, "", "env", 256, 64 * 1024, &env, err) < 0)
+        return -1;
+    if (id && !util_valid_id (id))
+        return err_set (err, 400, "invalid_field",
+                        "field 'id': 1 to 63 characters of [A-Za-z0-9_.-], starting with a "
+                        "letter or digit");
+    limits_obj = json_object_get (body, "limits");
+    if (limits_obj && !json_is_null (limits_obj)) {
+        if (!json_is_object (limits_obj))
+            return err_set (err, 400, "invalid_field", "field 'limits': must be an object");
+        if (jsonv_only_keys (limits_obj, "limits.", s_limit_keys, err) < 0
+            || jsonv_int (limits_obj, "limits.", "memory_mb", false, 64, cfg->max_memory_mb,
+                          &rec.limits.memory_mb, err)
+                   < 0
+            || jsonv_number (limits_obj, "limits.", "cpus", false, 0.1, cfg->max_cpus,
+                             &rec.limits.cpus, err)
+                   < 0
+            || jsonv_int (limits_obj, "limits.", "pids", false, 16, cfg->max_pids,
+                          &rec.limits.pids, err)
+                   < 0)
+            return -1;
+    }
+
+    /* Get: an id this tenant already has answers with that sandbox. A
+       concurrent create of the same id may still be starting it. */
+    if (id) {
+        for (int waited = 0;; waited += 50) {
+            registry_rec_t existing;
+            err_t gerr = {0};
+            if (registry_get (self->reg, tenant, id, &existing, &gerr) < 0) {
+                if (gerr.status != 404) {
+                    *err = gerr;
+                    return -1;
+                }
+                break;
+            }
+            if (strcmp (existing.status, "running") == 0) {
+                *out = s_to_json (&existing);
+                *created = 0;
+                registry_rec_clear (&existing);
+                return 0;
+            }
+            registry_rec_clear (&existing);
+            if (waited > AGENT_READY_MS + 5000)
+                return err_set (err, 409, "conflict", "sandbox %s is being created or deleted", id);
+            usleep (50000);
+        }
+    }
+
+    snprintf (rec.tenant, sizeof rec.tenant, "%s", tenant);
+    char rnd[17];
+    util_random_hex (rnd, 8);
+    snprintf (rec.cid, sizeof rec.cid, "sbx-%s", rnd);
+    if (id)
+        snprintf (rec.id, sizeof rec.id, "%s", id);
+    else
+        snprintf (rec.id, sizeof rec.id, "sbx-%s", rnd);
+    rec.created_at = util_now_ms ();
+    rec.expires_at = rec.created_at + keepalive * 1000;
+    snprintf (rec.status, sizeof rec.status, "creating");
+    rec.env_json = env ? jsonv_dumps (env) : strdup ("{}");
+    if (s_current_image (self, rec.lower, sizeof rec.lower, err) < 0) {
+        registry_rec_clear (&rec);
+        return -1;
+    }
+
+    pthread_mutex_lock (&self->lock);
+    int64_t count = 0;
+    int rc = registry_count (self->reg, tenant, &count, err);
+    if (rc == 0 && count >= cfg->max_sandboxes_per_tenant)
+        rc = err_set (err, 429, "quota_exceeded",
+                      "tenant has %lld sandboxes, the limit is %lld: delete one first",
+                      (long long) count, (long long) cfg->max_sandboxes_per_tenant);
+    if (rc == 0)
+        rc = registry_insert (self->reg, &rec, err);
+    pthread_mutex_unlock (&self->lock);
+    if (rc < 0) {
+        registry_rec_clear (&rec);
+        /* Lost a race with a create of the same id: answer with that one. */
+        if (err->status == 409 && id)
+            return sandbox_create (self, tenant, body, out, created, err);
+        return -1;
+    }
+
+    int64_t t0 = util_mono_ms ();
+    if (s_start (self, &rec, true, err) < 0
+        || agent_link_ping (self->link, rec.cid, AGENT_READY_MS, err) < 0) {
+        log_error ("tenant=%s sandbox=%s cid=%s: create failed: %s", tenant, rec.id, rec.cid,
+                   err->message);
+        s_destroy_container (self, rec.cid);
+        registry_delete (self->reg, tenant, rec.id, NULL);
+        registry_rec_clear (&rec);
+        if (err->status < 500)
+            err->status = 503;
+        return -1;
+    }
+    registry_set_status (self->reg, tenant, rec.id, "running", NULL);
+    snprintf (rec.status, sizeof rec.status, "running");
+    log_info ("tenant=%s sandbox=%s cid=%s: created in %lld ms", tenant, rec.id, rec.cid,
+              (long long) (util_mono_ms () - t0));
+    *out = s_to_json (&rec);
+    *created = 1;
+    registry_rec_clear (&rec);
+    return 0;
+}
+
+int
+sandbox_get (sandbox_mgr_t *self, const char *tenant, const char *id, json_t **out, err_t *err)
+{
+    registry_rec_t rec;
+    if (registry_get (self->reg, tenant, id, &rec, err) < 0)
+        return -1;
+    *out = s_to_json (&rec);
+    registry_rec_clear (&rec);
+    return 0;
+}
+
+int
+sandbox_list (sandbox_mgr_t *self, const char *tenant, json_t **out, err_t *err)
+{
+    registry_rec_t *list = NULL;
+    size_t n = 0;
+    if (registry_list (self->reg, tenant, &list, &n, err) < 0)
+        return -1;
+    json_t *arr = json_array ();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new (arr, s_to_json (&list[i]));
+    registry_list_free (list, n);
+    *out = json_pack ("{s:o}", "sandboxes", arr);
+    return 0;
+}
+
+static const char *const s_extend_keys[] = {"keepalive_longer_by_seconds", NULL};
+
+int
+sandbox_extend (sandbox_mgr_t *self, const char *tenant, const char *id, json_t *body,
+                json_t **out, err_t *err)
+{
+    int64_t by = 0;
+    if (jsonv_only_keys (body, "", s_extend_keys, err) < 0
+        || jsonv_int (body, "", "keepalive_longer_by_seconds", true, 1, 31536000, &by, err) < 0)
+        return -1;
+    registry_rec_t rec;
+    pthread_mutex_lock (&self->lock);
+    int rc = registry_get (self->reg, tenant, id, &rec, err);
+    if (rc == 0) {
+        int64_t cap = util_now_ms () + self->cfg->max_keepalive_seconds * 1000;
+        int64_t next = rec.expires_at + by * 1000;
+        rec.expires_at = next > cap ? cap : next;
+        rc = registry_set_expiry (self->reg, tenant, id, rec.expires_at, err);
+    }
+    pthread_mutex_unlock (&self->lock);
+    if (rc < 0)
+        return -1;
+    *out = s_to_json (&rec);
+    registry_rec_clear (&rec);
+    return 0;
+}
+
+/* Mark (tenant, id) deleting under the lock, then tear it down. */
+static int
+s_delete (sandbox_mgr_t *self, const char *tenant, const char *id, const char *why, err_t *err)
+{
+    registry_rec_t rec;
+    pthread_mutex_lock (&self->lock);
+    int rc = registry_get (self->reg, tenant, id, &rec, err);
+    if (rc == 0 && strcmp (rec.status, "running") != 0 && strcmp (why, "recovery") != 0) {
+        rc = err_set (err, 409, "conflict", "sandbox %s is %s", id, rec.status);
+        registry_rec_clear (&rec);
+    }
+    if (rc == 0)
+        registry_set_status (self->reg, tenant, id, "deleting", NULL);
+    pthread_mutex_unlock (&self->lock);
+    if (rc < 0)
+        return -1;
+    s_destroy_container (self, rec.cid);
+    registry_delete (self->reg, tenant, id, NULL);
+    log_info ("tenant=%s sandbox=%s cid=%s: deleted (%s)", tenant, id, rec.cid, why);
+    registry_rec_clear (&rec);
+    return 0;
+}
+
+int
+sandbox_delete (sandbox_mgr_t *self, const char *tenant, const char *id, err_t *err)
+{
+    return s_delete (self, tenant, id, "request", err);
+}
+
+int
+sandbox_mgr_reap (sandbox_mgr_t *self)
+{
+    registry_rec_t *list = NULL;
+    size_t n = 0;
+    err_t err = {0};
+    if (registry_expired (self->reg, util_now_ms (), &list, &n, &err) < 0)
+        return 0;
+    int reaped = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp (list[i].status, "running") != 0)
+            continue;
+        err_t derr = {0};
+        if (s_delete (self, list[i].tenant, list[i].id, "expired", &derr) == 0)
+            reaped++;
+    }
+    registry_list_free (list, n);
+    return reaped;
+}
+
+int
+sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
+{
+    registry_rec_t *list = NULL;
+    size_t n = 0;
+    if (registry_list (self->reg, NULL, &list, &n, err) < 0)
+        return -1;
+    int64_t now = util_now_ms ();
+    for (size_t i = 0; i < n; i++) {
+        registry_rec_t *rec = &list[i];
+        err_t rerr = {0};
+        if (strcmp (rec->status, "running") != 0 || rec->expires_at <= now) {
+            /* Interrupted create or delete, or expired while we were down. */
+            s_delete (self, rec->tenant, rec->id, "recovery", &rerr);
+            continue;
+        }
+        bool running = runtime_state (&self->rt, rec->cid) == RUNTIME_RUNNING;
+        if (s_start (self, rec, !running, &rerr) < 0) {
+            log_error ("tenant=%s sandbox=%s cid=%s: recovery failed: %s", rec->tenant, rec->id,
+                       rec->cid, rerr.message);
+            continue;
+        }
+        log_info ("tenant=%s sandbox=%s cid=%s: recovered (%s)", rec->tenant, rec->id, rec->cid,
+                  running ? "re-attached" : "restarted");
+    }
+    registry_list_free (list, n);
+    return 0;
+}
+
+int
+sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid,
+                 json_t **env, err_t *err)
+{
+    registry_rec_t rec;
+    if (registry_get (self->reg, tenant, id, &rec, err) < 0)
+        return -1;
+    if (strcmp (rec.status, "running") != 0) {
+        err_set (err, 409, "conflict", "sandbox %s is %s", id, rec.status);
+        registry_rec_clear (&rec);
+        return -1;
+    }
+    snprintf (cid, 64, "%s", rec.cid);
+    if (env) {
+        *env = json_loads (rec.env_json ? rec.env_json : "{}", 0, NULL);
+        if (!*env)
+            *env = json_object ();
+    }
+    registry_rec_clear (&rec);
+    return 0;
+}

@@ -1,0 +1,49 @@
+/* sandbox.h - sandbox lifecycle: create (or get), list, extend, delete,
+   expiry and recovery after a broker restart. Ties the registry, the
+   runtime and the agent link together; knows nothing of HTTP. */
+#ifndef SANDBOXD_SANDBOX_H
+#define SANDBOXD_SANDBOX_H
+
+#include <jansson.h>
+
+#include "agent_link.h"
+#include "config.h"
+#include "registry.h"
+#include "runtime.h"
+#include "util.h"
+
+typedef struct _sandbox_mgr_t sandbox_mgr_t;
+
+/* cfg, reg and link are borrowed and must outlive the manager. */
+sandbox_mgr_t *sandbox_mgr_new (const config_t *cfg, registry_t *reg, agent_link_t *link,
+                                err_t *err);
+void sandbox_mgr_destroy (sandbox_mgr_t **self_p);
+
+/* At start-up: finish interrupted creates and deletes, reap expired
+   sandboxes, and re-attach (restarting containers when needed) the rest. */
+int sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err);
+
+/* Reap every sandbox past its expiry. Returns how many were reaped. */
+int sandbox_mgr_reap (sandbox_mgr_t *self);
+
+/* POST /v1/sandboxes. *created is 1 for a new sandbox, 0 when the id named
+   an existing one. *out (caller owns) is the sandbox object. */
+int sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **out,
+                    int *created, err_t *err);
+int sandbox_get (sandbox_mgr_t *self, const char *tenant, const char *id, json_t **out,
+                 err_t *err);
+int sandbox_list (sandbox_mgr_t *self, const char *tenant, json_t **out, err_t *err);
+int sandbox_extend (sandbox_mgr_t *self, const char *tenant, const char *id, json_t *body,
+                    json_t **out, err_t *err);
+int sandbox_delete (sandbox_mgr_t *self, const char *tenant, const char *id, err_t *err);
+
+/* Look up a running sandbox for an operation inside it: its container id
+   (cid, 64 bytes) and its env as a new JSON object (caller owns). 404 when
+   absent, 409 while it is being created or deleted. */
+int sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid,
+                     json_t **env, err_t *err);
+
+agent_link_t *sandbox_mgr_link (sandbox_mgr_t *self);
+const config_t *sandbox_mgr_config (sandbox_mgr_t *self);
+
+#endif
