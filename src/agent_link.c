@@ -27,10 +27,10 @@
 
 #include "jsonv.h"
 
-#define MAX_HEADER (64 * 1024)
-#define MAX_PAYLOAD (1024 * 1024)
-#define MAX_TAG 64
-#define MAX_PARTS 6
+#define MAX_HEADER    (64 * 1024)
+#define MAX_PAYLOAD   (1024 * 1024)
+#define MAX_TAG       64
+#define MAX_PARTS     6
 #define MAX_CALL_MSGS 200000
 
 typedef struct {
@@ -120,7 +120,8 @@ static int
 s_part_is (multipart_t *m, int i, const char *s)
 {
     size_t n = strlen (s);
-    return i < m->n && zmq_msg_size (&m->part[i]) == n && memcmp (zmq_msg_data (&m->part[i]), s, n) == 0;
+    return i < m->n && zmq_msg_size (&m->part[i]) == n
+           && memcmp (zmq_msg_data (&m->part[i]), s, n) == 0;
 }
 
 static void
@@ -149,8 +150,8 @@ s_send_frames (void *sock, int nframes, const void *data[], const size_t sizes[]
 static void
 s_reply_text (agent_link_t *self, const void *client, size_t client_len, const char *text)
 {
-    const void *d[] = {client, text};
-    size_t s[] = {client_len, strlen (text)};
+    const void *d[] = { client, text };
+    size_t s[] = { client_len, strlen (text) };
     s_send_frames (self->front, 2, d, s);
 }
 
@@ -184,7 +185,8 @@ static inflight_t *
 s_inflight_find (agent_link_t *self, const void *client, size_t len)
 {
     for (size_t i = 0; i < self->ninflight; i++)
-        if (self->inflight[i].client_len == len && memcmp (self->inflight[i].client, client, len) == 0)
+        if (self->inflight[i].client_len == len
+            && memcmp (self->inflight[i].client, client, len) == 0)
             return &self->inflight[i];
     return NULL;
 }
@@ -192,7 +194,7 @@ s_inflight_find (agent_link_t *self, const void *client, size_t len)
 static void
 s_inflight_remove (agent_link_t *self, inflight_t *f)
 {
-    size_t i = (size_t) (f - self->inflight);
+    size_t i = (size_t)(f - self->inflight);
     self->inflight[i] = self->inflight[--self->ninflight];
 }
 
@@ -286,7 +288,7 @@ s_backend_open (agent_link_t *self, const char *cid, const char *path, char *err
     }
     chmod (path, 0666);
     char mon_ep[64];
-    snprintf (mon_ep, sizeof mon_ep, "inproc://agent-mon-%p-%u", (void *) self, self->mon_seq++);
+    snprintf (mon_ep, sizeof mon_ep, "inproc://agent-mon-%p-%u", (void *)self, self->mon_seq++);
     if (zmq_socket_monitor (b->sock, mon_ep, ZMQ_EVENT_DISCONNECTED) == 0) {
         b->mon = zmq_socket (self->ctx, ZMQ_PAIR);
         zmq_setsockopt (b->mon, ZMQ_LINGER, &zero, sizeof zero);
@@ -320,10 +322,10 @@ s_handle_front (agent_link_t *self, multipart_t *m)
                            "the sandbox is not running");
             return;
         }
-        const void *d[4] = {"agent", client, zmq_msg_data (&m->part[3]),
-                            m->n == 5 ? zmq_msg_data (&m->part[4]) : NULL};
-        size_t s[4] = {5, client_len, zmq_msg_size (&m->part[3]),
-                       m->n == 5 ? zmq_msg_size (&m->part[4]) : 0};
+        const void *d[4] = { "agent", client, zmq_msg_data (&m->part[3]),
+                             m->n == 5 ? zmq_msg_data (&m->part[4]) : NULL };
+        size_t s[4] = { 5, client_len, zmq_msg_size (&m->part[3]),
+                        m->n == 5 ? zmq_msg_size (&m->part[4]) : 0 };
         if (s_send_frames (b->sock, m->n == 5 ? 4 : 3, d, s) < 0) {
             s_reply_error (self, client, client_len, "agent_unreachable",
                            errno == EHOSTUNREACH ? "the sandbox agent is not connected"
@@ -385,9 +387,9 @@ s_handle_back (agent_link_t *self, backend_t *b, multipart_t *m)
         json_decref (h);
         return; /* the agent ignores its own caps: stop passing its output on */
     }
-    const void *d[3] = {f->client, zmq_msg_data (&m->part[2]),
-                        payload_len ? zmq_msg_data (&m->part[3]) : NULL};
-    size_t s[3] = {f->client_len, header_len, payload_len};
+    const void *d[3] = { f->client, zmq_msg_data (&m->part[2]),
+                         payload_len ? zmq_msg_data (&m->part[3]) : NULL };
+    size_t s[3] = { f->client_len, header_len, payload_len };
     s_send_frames (self->front, payload_len ? 3 : 2, d, s);
     if (terminal)
         s_inflight_remove (self, f);
@@ -411,13 +413,13 @@ s_thread (void *arg)
             items = grown;
             cap = n;
         }
-        items[0] = (zmq_pollitem_t){self->front, 0, ZMQ_POLLIN, 0};
+        items[0] = (zmq_pollitem_t){ self->front, 0, ZMQ_POLLIN, 0 };
         for (size_t i = 0; i < self->nbackends; i++) {
-            items[1 + 2 * i] = (zmq_pollitem_t){self->backends[i]->sock, 0, ZMQ_POLLIN, 0};
-            items[2 + 2 * i] = (zmq_pollitem_t){self->backends[i]->mon, 0,
-                                                self->backends[i]->mon ? ZMQ_POLLIN : 0, 0};
+            items[1 + 2 * i] = (zmq_pollitem_t){ self->backends[i]->sock, 0, ZMQ_POLLIN, 0 };
+            items[2 + 2 * i] = (zmq_pollitem_t){ self->backends[i]->mon, 0,
+                                                 self->backends[i]->mon ? ZMQ_POLLIN : 0, 0 };
         }
-        if (zmq_poll (items, (int) n, -1) < 0) {
+        if (zmq_poll (items, (int)n, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -501,7 +503,7 @@ s_control (agent_link_t *self, int nframes, const void *d[], const size_t s[], c
     if (s_send_frames (sock, nframes, d, s) == 0) {
         int n = zmq_recv (sock, buf, size - 1, 0);
         if (n >= 0) {
-            buf[(size_t) n < size - 1 ? (size_t) n : size - 1] = '\0';
+            buf[(size_t)n < size - 1 ? (size_t)n : size - 1] = '\0';
             rc = strcmp (buf, "ok") == 0 ? 0 : -1;
         }
     }
@@ -519,7 +521,7 @@ agent_link_new (size_t max_call_bytes, err_t *err)
     }
     self->max_call_bytes = max_call_bytes;
     self->ctx = zmq_ctx_new ();
-    snprintf (self->endpoint, sizeof self->endpoint, "inproc://agent-link-%p", (void *) self);
+    snprintf (self->endpoint, sizeof self->endpoint, "inproc://agent-link-%p", (void *)self);
     self->front = zmq_socket (self->ctx, ZMQ_ROUTER);
     int zero = 0, one = 1;
     zmq_setsockopt (self->front, ZMQ_LINGER, &zero, sizeof zero);
@@ -546,8 +548,8 @@ agent_link_destroy (agent_link_t **self_p)
         return;
     agent_link_t *self = *self_p;
     if (self->started) {
-        const void *d[] = {"stop"};
-        size_t s[] = {4};
+        const void *d[] = { "stop" };
+        size_t s[] = { 4 };
         char buf[16];
         s_control (self, 1, d, s, buf, sizeof buf);
         pthread_join (self->thread, NULL);
@@ -563,8 +565,8 @@ agent_link_destroy (agent_link_t **self_p)
 int
 agent_link_attach (agent_link_t *self, const char *cid, const char *sock_path, err_t *err)
 {
-    const void *d[] = {"attach", cid, sock_path};
-    size_t s[] = {6, strlen (cid), strlen (sock_path)};
+    const void *d[] = { "attach", cid, sock_path };
+    size_t s[] = { 6, strlen (cid), strlen (sock_path) };
     char buf[512];
     if (s_control (self, 3, d, s, buf, sizeof buf) < 0)
         return err_set (err, 500, "internal", "agent socket for %s: %s", cid, buf);
@@ -574,8 +576,8 @@ agent_link_attach (agent_link_t *self, const char *cid, const char *sock_path, e
 void
 agent_link_detach (agent_link_t *self, const char *cid)
 {
-    const void *d[] = {"detach", cid};
-    size_t s[] = {6, strlen (cid)};
+    const void *d[] = { "detach", cid };
+    size_t s[] = { 6, strlen (cid) };
     char buf[64];
     s_control (self, 2, d, s, buf, sizeof buf);
 }
@@ -583,8 +585,8 @@ agent_link_detach (agent_link_t *self, const char *cid)
 static int
 s_call_send (agent_call_t *self)
 {
-    const void *d[] = {"call", self->cid, self->header, self->payload};
-    size_t s[] = {4, strlen (self->cid), strlen (self->header), self->len};
+    const void *d[] = { "call", self->cid, self->header, self->payload };
+    size_t s[] = { 4, strlen (self->cid), strlen (self->header), self->len };
     return s_send_frames (self->sock, self->payload ? 4 : 3, d, s);
 }
 
@@ -625,9 +627,9 @@ agent_call_recv (agent_call_t *self, int timeout_ms, json_t **header, char **pay
         int wait = -1;
         if (deadline >= 0) {
             int64_t left = deadline - util_mono_ms ();
-            wait = left > 0 ? (int) left : 0;
+            wait = left > 0 ? (int)left : 0;
         }
-        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t item = { self->sock, 0, ZMQ_POLLIN, 0 };
         int rc = zmq_poll (&item, 1, wait);
         if (rc < 0 && errno == EINTR)
             continue;
@@ -717,7 +719,7 @@ agent_link_ping (agent_link_t *self, const char *cid, int timeout_ms, err_t *err
         json_t *ev = NULL;
         char *payload = NULL;
         size_t len;
-        int got = agent_call_recv (call, left > 0 ? (int) left : 0, &ev, &payload, &len, err);
+        int got = agent_call_recv (call, left > 0 ? (int)left : 0, &ev, &payload, &len, err);
         free (payload);
         if (got <= 0) {
             if (got == 0)

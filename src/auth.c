@@ -28,7 +28,7 @@ struct _auth_t {
 static void
 s_hash (const char *token, size_t len, unsigned char out[HASH_LEN])
 {
-    crypto_generichash (out, HASH_LEN, (const unsigned char *) token, len, NULL, 0);
+    crypto_generichash (out, HASH_LEN, (const unsigned char *)token, len, NULL, 0);
 }
 
 auth_t *
@@ -140,7 +140,7 @@ auth_tenant (const auth_t *self, const char *authorization)
     while (*token == ' ')
         token++;
     size_t len = strlen (token);
-    while (len > 0 && isspace ((unsigned char) token[len - 1]))
+    while (len > 0 && isspace ((unsigned char)token[len - 1]))
         len--;
     if (len == 0 || len > 512)
         return NULL;

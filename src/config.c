@@ -37,7 +37,7 @@ config_defaults (config_t *cfg)
     cfg->max_memory_mb = 8192;
     cfg->default_cpus = 1.0;
     long ncpu = sysconf (_SC_NPROCESSORS_ONLN);
-    cfg->max_cpus = ncpu > 0 ? (double) ncpu : 1.0;
+    cfg->max_cpus = ncpu > 0 ? (double)ncpu : 1.0;
     cfg->default_pids = 512;
     cfg->max_pids = 4096;
     cfg->max_connections = 256;
@@ -54,34 +54,34 @@ typedef struct {
     double min, max;
 } key_t_;
 
-#define S(f) #f, K_STR, offsetof (config_t, f), sizeof (((config_t *) 0)->f), 0, 0
-#define I(f, lo, hi) #f, K_INT, offsetof (config_t, f), 0, lo, hi
-#define N(f, lo, hi) #f, K_NUM, offsetof (config_t, f), 0, lo, hi
+#define S(f)         #f, K_STR, offsetof(config_t, f), sizeof(((config_t *)0)->f), 0, 0
+#define I(f, lo, hi) #f, K_INT, offsetof(config_t, f), 0, lo, hi
+#define N(f, lo, hi) #f, K_NUM, offsetof(config_t, f), 0, lo, hi
 
 static const key_t_ s_keys[] = {
-    {S (listen)},
-    {S (state_dir)},
-    {S (tokens)},
-    {S (image_dir)},
-    {S (agent_path)},
-    {S (runtime)},
-    {S (cgroup_parent)},
-    {"log_level", K_LOG, offsetof (config_t, log_level), 0, 0, 0},
-    {I (max_sandboxes_per_tenant, 1, 100000)},
-    {I (default_keepalive_seconds, 1, 31536000)},
-    {I (max_keepalive_seconds, 1, 31536000)},
-    {I (max_body_bytes, 1024, 1073741824)},
-    {I (max_output_bytes, 1024, 67108864)},
-    {I (exec_default_timeout_ms, 1, 86400000)},
-    {I (exec_max_timeout_ms, 1, 86400000)},
-    {I (default_memory_mb, 16, 1048576)},
-    {I (max_memory_mb, 16, 1048576)},
-    {N (default_cpus, 0.01, 1024)},
-    {N (max_cpus, 0.01, 1024)},
-    {I (default_pids, 8, 1000000)},
-    {I (max_pids, 8, 1000000)},
-    {I (max_connections, 4, 100000)},
-    {I (reap_interval_ms, 10, 3600000)},
+    { S (listen) },
+    { S (state_dir) },
+    { S (tokens) },
+    { S (image_dir) },
+    { S (agent_path) },
+    { S (runtime) },
+    { S (cgroup_parent) },
+    { "log_level", K_LOG, offsetof (config_t, log_level), 0, 0, 0 },
+    { I (max_sandboxes_per_tenant, 1, 100000) },
+    { I (default_keepalive_seconds, 1, 31536000) },
+    { I (max_keepalive_seconds, 1, 31536000) },
+    { I (max_body_bytes, 1024, 1073741824) },
+    { I (max_output_bytes, 1024, 67108864) },
+    { I (exec_default_timeout_ms, 1, 86400000) },
+    { I (exec_max_timeout_ms, 1, 86400000) },
+    { I (default_memory_mb, 16, 1048576) },
+    { I (max_memory_mb, 16, 1048576) },
+    { N (default_cpus, 0.01, 1024) },
+    { N (max_cpus, 0.01, 1024) },
+    { I (default_pids, 8, 1000000) },
+    { I (max_pids, 8, 1000000) },
+    { I (max_connections, 4, 100000) },
+    { I (reap_interval_ms, 10, 3600000) },
 };
 
 int
@@ -91,7 +91,7 @@ config_set (config_t *cfg, const char *key, const char *value, err_t *err)
         const key_t_ *k = &s_keys[i];
         if (strcmp (k->name, key) != 0)
             continue;
-        char *field = (char *) cfg + k->offset;
+        char *field = (char *)cfg + k->offset;
         char *end = NULL;
         switch (k->kind) {
         case K_STR:
@@ -100,7 +100,7 @@ config_set (config_t *cfg, const char *key, const char *value, err_t *err)
             memcpy (field, value, strlen (value) + 1);
             return 0;
         case K_LOG:
-            if (log_parse_level (value, (log_level_t *) field) < 0)
+            if (log_parse_level (value, (log_level_t *)field) < 0)
                 return err_set (err, 400, "invalid_config",
                                 "%s: expected debug, info, warn or error", key);
             return 0;
@@ -108,9 +108,9 @@ config_set (config_t *cfg, const char *key, const char *value, err_t *err)
             errno = 0;
             long long n = strtoll (value, &end, 10);
             if (errno || !*value || *end || n < k->min || n > k->max)
-                return err_set (err, 400, "invalid_config", "%s: expected an integer from %.0f to %.0f",
-                                key, k->min, k->max);
-            *(int64_t *) field = n;
+                return err_set (err, 400, "invalid_config",
+                                "%s: expected an integer from %.0f to %.0f", key, k->min, k->max);
+            *(int64_t *)field = n;
             return 0;
         }
         case K_NUM: {
@@ -119,7 +119,7 @@ config_set (config_t *cfg, const char *key, const char *value, err_t *err)
             if (errno || !*value || *end || !(d >= k->min && d <= k->max))
                 return err_set (err, 400, "invalid_config", "%s: expected a number from %g to %g",
                                 key, k->min, k->max);
-            *(double *) field = d;
+            *(double *)field = d;
             return 0;
         }
         }
@@ -130,10 +130,10 @@ config_set (config_t *cfg, const char *key, const char *value, err_t *err)
 static char *
 s_trim (char *s)
 {
-    while (isspace ((unsigned char) *s))
+    while (isspace ((unsigned char)*s))
         s++;
     size_t n = strlen (s);
-    while (n > 0 && isspace ((unsigned char) s[n - 1]))
+    while (n > 0 && isspace ((unsigned char)s[n - 1]))
         s[--n] = '\0';
     return s;
 }

@@ -7,7 +7,7 @@
 #include "jsonv.h"
 
 #define START_WAIT_MS 10000
-#define GRACE_MS 10000
+#define GRACE_MS      10000
 
 struct _exec_t {
     agent_link_t *link;
@@ -19,7 +19,7 @@ struct _exec_t {
     size_t max_output;
 };
 
-static const char *const s_exec_keys[] = {"command", "cwd", "env", "timeout_ms", "stdin", NULL};
+static const char *const s_exec_keys[] = { "command", "cwd", "env", "timeout_ms", "stdin", NULL };
 
 static int
 s_event_kind (const char *ev, exec_ev_kind_t *kind)
@@ -27,11 +27,11 @@ s_event_kind (const char *ev, exec_ev_kind_t *kind)
     static const struct {
         const char *name;
         exec_ev_kind_t kind;
-    } map[] = {{"start", EXEC_EV_START},
-               {"stdout", EXEC_EV_STDOUT},
-               {"stderr", EXEC_EV_STDERR},
-               {"exit", EXEC_EV_EXIT},
-               {"error", EXEC_EV_ERROR}};
+    } map[] = { { "start", EXEC_EV_START },
+                { "stdout", EXEC_EV_STDOUT },
+                { "stderr", EXEC_EV_STDERR },
+                { "exit", EXEC_EV_EXIT },
+                { "error", EXEC_EV_ERROR } };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp (ev, map[i].name) == 0) {
             *kind = map[i].kind;
@@ -74,7 +74,7 @@ exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body
         || jsonv_env (body, "", "env", 256, 64 * 1024, &env, err) < 0
         || jsonv_int (body, "", "timeout_ms", false, 1, cfg->exec_max_timeout_ms, &timeout_ms, err)
                < 0
-        || jsonv_string (body, "", "stdin", false, (size_t) cfg->max_body_bytes, &stdin_text, err)
+        || jsonv_string (body, "", "stdin", false, (size_t)cfg->max_body_bytes, &stdin_text, err)
                < 0)
         return NULL;
     if (cwd[0] != '/') {
@@ -97,11 +97,11 @@ exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body
     }
     self->link = sandbox_mgr_link (mgr);
     snprintf (self->cid, sizeof self->cid, "%s", cid);
-    self->max_output = (size_t) cfg->max_output_bytes;
+    self->max_output = (size_t)cfg->max_output_bytes;
     self->pid = -1;
     json_t *req = json_pack ("{s:s, s:s, s:s, s:O, s:I, s:I}", "op", "exec", "command", command,
-                             "cwd", cwd, "env", merged, "timeout_ms", (json_int_t) timeout_ms,
-                             "max_output", (json_int_t) cfg->max_output_bytes);
+                             "cwd", cwd, "env", merged, "timeout_ms", (json_int_t)timeout_ms,
+                             "max_output", (json_int_t)cfg->max_output_bytes);
     json_decref (merged);
     self->call = agent_call_new (self->link, cid, req, stdin_text,
                                  stdin_text ? strlen (stdin_text) : 0, 3000, err);
@@ -118,7 +118,7 @@ exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body
         err_set (err, 503, "sandbox_unavailable", "the sandbox agent did not start the command");
     if (got == 1 && ev.kind == EXEC_EV_START) {
         json_t *pid = json_object_get (ev.header, "pid");
-        self->pid = json_is_integer (pid) ? (int) json_integer_value (pid) : -1;
+        self->pid = json_is_integer (pid) ? (int)json_integer_value (pid) : -1;
         exec_event_clear (&ev);
         return self;
     }
@@ -161,7 +161,7 @@ exec_next (exec_t *self, int timeout_ms, exec_event_t *ev, err_t *err)
             return err_set (err, 503, "sandbox_unavailable",
                             "the sandbox agent did not finish the command in time");
         }
-        int wait = timeout_ms < 0 || timeout_ms > left ? (int) left : timeout_ms;
+        int wait = timeout_ms < 0 || timeout_ms > left ? (int)left : timeout_ms;
         json_t *h = NULL;
         char *data = NULL;
         size_t len = 0;
@@ -229,7 +229,7 @@ s_int (json_t *h, const char *key, int64_t fallback)
 json_t *
 exec_collect (exec_t *self, err_t *err)
 {
-    buf_t out = {0}, errb = {0};
+    buf_t out = { 0 }, errb = { 0 };
     int truncated = 0;
     json_t *result = NULL;
     for (;;) {
@@ -250,14 +250,14 @@ exec_collect (exec_t *self, err_t *err)
         }
         else if (ev.kind == EXEC_EV_EXIT) {
             int agent_truncated = json_is_true (json_object_get (ev.header, "truncated"));
-            result = json_pack (
-                "{s:o, s:o, s:I, s:I, s:b, s:b}", "stdout",
-                jsonv_string_from_bytes (out.buf ? out.buf : "", out.len), "stderr",
-                jsonv_string_from_bytes (errb.buf ? errb.buf : "", errb.len), "exit_code",
-                (json_int_t) s_int (ev.header, "exit_code", -1), "duration_ms",
-                (json_int_t) s_int (ev.header, "duration_ms", 0), "timed_out",
-                json_is_true (json_object_get (ev.header, "timed_out")), "truncated",
-                truncated || agent_truncated);
+            result
+                = json_pack ("{s:o, s:o, s:I, s:I, s:b, s:b}", "stdout",
+                             jsonv_string_from_bytes (out.buf ? out.buf : "", out.len), "stderr",
+                             jsonv_string_from_bytes (errb.buf ? errb.buf : "", errb.len),
+                             "exit_code", (json_int_t)s_int (ev.header, "exit_code", -1),
+                             "duration_ms", (json_int_t)s_int (ev.header, "duration_ms", 0),
+                             "timed_out", json_is_true (json_object_get (ev.header, "timed_out")),
+                             "truncated", truncated || agent_truncated);
             exec_event_clear (&ev);
             break;
         }
@@ -276,8 +276,8 @@ exec_destroy (exec_t **self_p)
     exec_t *self = *self_p;
     if (!self->finished && self->pid > 0) {
         /* The caller went away mid-run: do not leave the command behind. */
-        json_t *req = json_pack ("{s:s, s:i, s:s}", "op", "signal", "pid", self->pid, "signal",
-                                 "KILL");
+        json_t *req
+            = json_pack ("{s:s, s:i, s:s}", "op", "signal", "pid", self->pid, "signal", "KILL");
         err_t err;
         agent_call_t *kill = agent_call_new (self->link, self->cid, req, NULL, 0, 0, &err);
         json_decref (req);

@@ -14,7 +14,7 @@
 #include "jsonv.h"
 #include "sse.h"
 
-#define VERSION_STRING PACKAGE_VERSION
+#define VERSION_STRING   PACKAGE_VERSION
 #define SSE_KEEPALIVE_MS 15000
 
 struct _http_api_t {
@@ -63,7 +63,7 @@ s_send_error (struct MHD_Connection *conn, const err_t *err)
                               err->code[0] ? err->code : "internal", "message", err->message);
     if (status == 500)
         log_error ("internal error: %s", err->message);
-    return s_send_json (conn, (unsigned) status, body);
+    return s_send_json (conn, (unsigned)status, body);
 }
 
 static enum MHD_Result
@@ -88,7 +88,8 @@ s_stream_push (stream_t *st, const char *event, json_t *data)
 {
     char ts[40];
     json_object_set_new (data, "type", json_string (event));
-    json_object_set_new (data, "timestamp", json_string (util_iso8601 (util_now_ms (), ts, sizeof ts)));
+    json_object_set_new (data, "timestamp",
+                         json_string (util_iso8601 (util_now_ms (), ts, sizeof ts)));
     size_t len = 0;
     char *text = sse_format (event, data, &len);
     json_decref (data);
@@ -121,17 +122,19 @@ s_stream_event (stream_t *st, exec_event_t *ev)
         s_stream_push (st, "complete",
                        json_pack ("{s:I, s:I, s:b, s:b}", "exit_code",
                                   json_is_integer (code) ? json_integer_value (code) : -1,
-                                  "duration_ms", json_is_integer (dur) ? json_integer_value (dur) : 0,
-                                  "timed_out", json_is_true (json_object_get (h, "timed_out")),
-                                  "truncated", json_is_true (json_object_get (h, "truncated"))));
+                                  "duration_ms",
+                                  json_is_integer (dur) ? json_integer_value (dur) : 0, "timed_out",
+                                  json_is_true (json_object_get (h, "timed_out")), "truncated",
+                                  json_is_true (json_object_get (h, "truncated"))));
         st->done = 1;
         break;
     }
     case EXEC_EV_ERROR: {
         const char *code = json_string_value (json_object_get (h, "code"));
         const char *msg = json_string_value (json_object_get (h, "message"));
-        s_stream_push (st, "error", json_pack ("{s:s, s:s}", "code", code ? code : "internal",
-                                               "message", msg ? msg : "error"));
+        s_stream_push (st, "error",
+                       json_pack ("{s:s, s:s}", "code", code ? code : "internal", "message",
+                                  msg ? msg : "error"));
         st->done = 1;
         break;
     }
@@ -144,13 +147,13 @@ static ssize_t
 s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
 {
     stream_t *st = cls;
-    (void) pos;
+    (void)pos;
     while (st->pending_pos == st->pending_len) {
         st->pending_len = st->pending_pos = 0;
         if (st->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
         exec_event_t ev;
-        err_t err = {0};
+        err_t err = { 0 };
         int got = exec_next (st->exec, SSE_KEEPALIVE_MS, &ev, &err);
         if (got < 0) {
             s_stream_push (st, "error",
@@ -176,7 +179,7 @@ s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
         n = max;
     memcpy (buf, st->pending + st->pending_pos, n);
     st->pending_pos += n;
-    return (ssize_t) n;
+    return (ssize_t)n;
 }
 
 static void
@@ -198,9 +201,8 @@ s_exec_stream (struct MHD_Connection *conn, exec_t *exec)
     }
     st->exec = exec;
     s_stream_push (st, "start", json_pack ("{s:i}", "pid", exec_pid (exec)));
-    struct MHD_Response *resp
-        = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 64 * 1024, s_stream_read, st,
-                                             s_stream_free);
+    struct MHD_Response *resp = MHD_create_response_from_callback (
+        MHD_SIZE_UNKNOWN, 64 * 1024, s_stream_read, st, s_stream_free);
     if (!resp) {
         s_stream_free (st);
         return MHD_NO;
@@ -227,7 +229,7 @@ s_split (const char *url, char seg[][128], int max)
     while (*p == '/' && p[1]) {
         p++;
         const char *end = strchr (p, '/');
-        size_t len = end ? (size_t) (end - p) : strlen (p);
+        size_t len = end ? (size_t)(end - p) : strlen (p);
         if (len == 0 || len >= 128 || n == max)
             return -1;
         memcpy (seg[n], p, len);
@@ -251,13 +253,14 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
 {
     char seg[6][128];
     int n = s_split (url, seg, 6);
-    err_t err = {0};
+    err_t err = { 0 };
     json_t *out = NULL;
 
     if (n == 2 && !strcmp (seg[0], "v1") && !strcmp (seg[1], "health")) {
         if (strcmp (method, "GET") && strcmp (method, "HEAD"))
             return s_fail (conn, 405, "method_not_allowed", "use GET");
-        return s_send_json (conn, 200, json_pack ("{s:s, s:s}", "status", "ok", "version", VERSION_STRING));
+        return s_send_json (conn, 200,
+                            json_pack ("{s:s, s:s}", "status", "ok", "version", VERSION_STRING));
     }
     if (n < 2 || strcmp (seg[0], "v1") || strcmp (seg[1], "sandboxes"))
         return s_fail (conn, 404, "not_found", "no such route");
@@ -270,7 +273,7 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     if (req->too_large) {
         char msg[96];
         snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
-                  (long long) self->cfg->max_body_bytes);
+                  (long long)self->cfg->max_body_bytes);
         return s_fail (conn, 413, "body_too_large", msg);
     }
 
@@ -306,16 +309,15 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     else if (n == 3) {
         if (is_get)
             rc = sandbox_get (self->mgr, tenant, id, &out, &err) == 0 ? s_send_json (conn, 200, out)
-                                                                     : s_send_error (conn, &err);
+                                                                      : s_send_error (conn, &err);
         else if (is_patch)
             rc = sandbox_extend (self->mgr, tenant, id, body, &out, &err) == 0
                      ? s_send_json (conn, 200, out)
                      : s_send_error (conn, &err);
         else if (is_delete)
-            rc = sandbox_delete (self->mgr, tenant, id, &err) == 0
-                     ? s_send_json (conn, 200,
-                                    json_pack ("{s:s, s:s}", "id", id, "status", "deleted"))
-                     : s_send_error (conn, &err);
+            rc = sandbox_delete (self->mgr, tenant, id, &err) == 0 ? s_send_json (
+                     conn, 200, json_pack ("{s:s, s:s}", "id", id, "status", "deleted"))
+                                                                   : s_send_error (conn, &err);
         else
             rc = s_fail (conn, 405, "method_not_allowed", "use GET, PATCH or DELETE");
     }
@@ -359,7 +361,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
             req->responded = 1;
             char msg[96];
             snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
-                      (long long) self->cfg->max_body_bytes);
+                      (long long)self->cfg->max_body_bytes);
             return s_fail (conn, 413, "body_too_large", msg);
         }
         return MHD_YES;
@@ -369,7 +371,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
         *upload_data_size = 0;
         if (req->responded || req->too_large)
             return MHD_YES;
-        if (req->len + n > (size_t) self->cfg->max_body_bytes) {
+        if (req->len + n > (size_t)self->cfg->max_body_bytes) {
             req->too_large = 1;
             free (req->body);
             req->body = NULL;
@@ -419,7 +421,7 @@ s_parse_listen (const char *listen, struct sockaddr_storage *ss, socklen_t *ssle
     const char *colon = strrchr (listen, ':');
     if (!colon)
         return err_set (err, 400, "invalid_config", "listen: expected ADDR:PORT");
-    size_t hl = (size_t) (colon - listen);
+    size_t hl = (size_t)(colon - listen);
     if (hl >= sizeof host)
         return err_set (err, 400, "invalid_config", "listen: address too long");
     memcpy (host, listen, hl);
@@ -431,18 +433,18 @@ s_parse_listen (const char *listen, struct sockaddr_storage *ss, socklen_t *ssle
     memset (ss, 0, sizeof *ss);
     if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
         host[hl - 1] = '\0';
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *) ss;
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
         a->sin6_family = AF_INET6;
-        a->sin6_port = htons ((uint16_t) port);
+        a->sin6_port = htons ((uint16_t)port);
         if (inet_pton (AF_INET6, host + 1, &a->sin6_addr) != 1)
             return err_set (err, 400, "invalid_config", "listen: bad IPv6 address");
         *loopback = IN6_IS_ADDR_LOOPBACK (&a->sin6_addr);
         *sslen = sizeof *a;
         return 0;
     }
-    struct sockaddr_in *a = (struct sockaddr_in *) ss;
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
     a->sin_family = AF_INET;
-    a->sin_port = htons ((uint16_t) port);
+    a->sin_port = htons ((uint16_t)port);
     if (!strcmp (host, "localhost"))
         snprintf (host, sizeof host, "127.0.0.1");
     if (inet_pton (AF_INET, host, &a->sin_addr) != 1)
@@ -475,21 +477,22 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, err_t *er
     self->cfg = cfg;
     self->auth = auth;
     self->mgr = mgr;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
-                     | MHD_USE_ERROR_LOG;
+    unsigned flags
+        = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    self->daemon = MHD_start_daemon (
-        flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned) cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 600, MHD_OPTION_NOTIFY_COMPLETED, s_completed,
-        self, MHD_OPTION_URI_LOG_CALLBACK, s_uri_log, self, MHD_OPTION_END);
+    self->daemon = MHD_start_daemon (flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
+                                     (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+                                     (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                                     (unsigned)600, MHD_OPTION_NOTIFY_COMPLETED, s_completed, self,
+                                     MHD_OPTION_URI_LOG_CALLBACK, s_uri_log, self, MHD_OPTION_END);
     if (!self->daemon) {
         err_set (err, 500, "internal", "cannot listen on %s (address in use?)", cfg->listen);
         free (self);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info (self->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info
+        = MHD_get_daemon_info (self->daemon, MHD_DAEMON_INFO_BIND_PORT);
     self->port = info ? info->port : 0;
     return self;
 }

@@ -51,8 +51,7 @@ jsonv_only_keys (json_t *obj, const char *path, const char *const keys[], err_t 
 /* Look up key; 1 when present and not null, 0 when absent (error if
    required), -1 on error. */
 static int
-s_lookup (json_t *obj, const char *path, const char *key, bool required, json_t **out,
-          err_t *err)
+s_lookup (json_t *obj, const char *path, const char *key, bool required, json_t **out, err_t *err)
 {
     json_t *v = obj ? json_object_get (obj, key) : NULL;
     if (!v || json_is_null (v)) {
@@ -76,18 +75,17 @@ jsonv_string (json_t *obj, const char *path, const char *key, bool required, siz
         return err_set (err, 400, "invalid_field", "field '%s%s': must be a string", path, key);
     size_t n = json_string_length (v);
     if (n > max_len)
-        return err_set (err, 400, "invalid_field", "field '%s%s': longer than %zu bytes", path,
-                        key, max_len);
+        return err_set (err, 400, "invalid_field", "field '%s%s': longer than %zu bytes", path, key,
+                        max_len);
     if (strlen (json_string_value (v)) != n)
-        return err_set (err, 400, "invalid_field", "field '%s%s': must not contain NUL", path,
-                        key);
+        return err_set (err, 400, "invalid_field", "field '%s%s': must not contain NUL", path, key);
     *out = json_string_value (v);
     return 0;
 }
 
 int
-jsonv_int (json_t *obj, const char *path, const char *key, bool required, int64_t min,
-           int64_t max, int64_t *out, err_t *err)
+jsonv_int (json_t *obj, const char *path, const char *key, bool required, int64_t min, int64_t max,
+           int64_t *out, err_t *err)
 {
     json_t *v = NULL;
     int rc = s_lookup (obj, path, key, required, &v, err);
@@ -98,22 +96,22 @@ jsonv_int (json_t *obj, const char *path, const char *key, bool required, int64_
         n = json_integer_value (v);
     else if (json_is_real (v) && json_real_value (v) == floor (json_real_value (v))
              && fabs (json_real_value (v)) < 9e15)
-        n = (json_int_t) json_real_value (v);
+        n = (json_int_t)json_real_value (v);
     else
         return err_set (err, 400, "invalid_field",
                         "field '%s%s': must be an integer from %lld to %lld", path, key,
-                        (long long) min, (long long) max);
+                        (long long)min, (long long)max);
     if (n < min || n > max)
         return err_set (err, 400, "invalid_field",
                         "field '%s%s': must be an integer from %lld to %lld", path, key,
-                        (long long) min, (long long) max);
+                        (long long)min, (long long)max);
     *out = n;
     return 0;
 }
 
 int
-jsonv_number (json_t *obj, const char *path, const char *key, bool required, double min,
-              double max, double *out, err_t *err)
+jsonv_number (json_t *obj, const char *path, const char *key, bool required, double min, double max,
+              double *out, err_t *err)
 {
     json_t *v = NULL;
     int rc = s_lookup (obj, path, key, required, &v, err);
@@ -174,15 +172,14 @@ jsonv_env (json_t *obj, const char *path, const char *key, size_t max_entries, s
         if (!s_valid_env_name (name) || strlen (name) > 256)
             return err_set (err, 400, "invalid_field",
                             "field '%s%s': invalid variable name '%.64s'", path, key, name);
-        if (!json_is_string (val)
-            || strlen (json_string_value (val)) != json_string_length (val))
+        if (!json_is_string (val) || strlen (json_string_value (val)) != json_string_length (val))
             return err_set (err, 400, "invalid_field",
                             "field '%s%s.%.64s': must be a string without NUL", path, key, name);
         total += strlen (name) + json_string_length (val) + 2;
     }
     if (total > max_bytes)
-        return err_set (err, 400, "invalid_field", "field '%s%s': larger than %zu bytes", path,
-                        key, max_bytes);
+        return err_set (err, 400, "invalid_field", "field '%s%s': larger than %zu bytes", path, key,
+                        max_bytes);
     *out = v;
     return 0;
 }
@@ -220,7 +217,7 @@ s_utf8_seq (const unsigned char *p, size_t n)
 json_t *
 jsonv_string_from_bytes (const char *buf, size_t len)
 {
-    const unsigned char *p = (const unsigned char *) buf;
+    const unsigned char *p = (const unsigned char *)buf;
     size_t i = 0;
     while (i < len) {
         size_t n = s_utf8_seq (p + i, len - i);

@@ -30,8 +30,8 @@ int jsonv_bool (json_t *obj, const char *path, const char *key, bool *out, err_t
 /* An environment map: object of string → string, at most max_entries,
    names matching [A-Za-z_][A-Za-z0-9_]*, values without NUL, total size
    at most max_bytes. *out is borrowed from obj (NULL when absent). */
-int jsonv_env (json_t *obj, const char *path, const char *key, size_t max_entries,
-               size_t max_bytes, json_t **out, err_t *err);
+int jsonv_env (json_t *obj, const char *path, const char *key, size_t max_entries, size_t max_bytes,
+               json_t **out, err_t *err);
 
 /* A new JSON string from arbitrary bytes: invalid UTF-8 sequences become
    U+FFFD, NUL bytes are kept (\u0000). Caller owns the reference. */

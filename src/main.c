@@ -20,21 +20,24 @@
 static void
 s_usage (FILE *out)
 {
-    fprintf (out,
-             "usage: sandboxd [--listen ADDR:PORT] [--state-dir DIR] [--tokens FILE]\n"
-             "                [--image-dir DIR] [--config FILE] [--agent-path FILE]\n"
-             "                [--log-level debug|info|warn|error]\n"
-             "Every option can also be set in the config file as `key = value`\n"
-             "(listen, state_dir, tokens, image_dir, agent_path, log_level, ...);\n"
-             "the command line wins. See docs/operations.md.\n");
+    fprintf (out, "usage: sandboxd [--listen ADDR:PORT] [--state-dir DIR] [--tokens FILE]\n"
+                  "                [--image-dir DIR] [--config FILE] [--agent-path FILE]\n"
+                  "                [--log-level debug|info|warn|error]\n"
+                  "Every option can also be set in the config file as `key = value`\n"
+                  "(listen, state_dir, tokens, image_dir, agent_path, log_level, ...);\n"
+                  "the command line wins. See docs/operations.md.\n");
 }
 
 static const struct option s_options[] = {
-    {"listen", required_argument, NULL, 'l'},    {"state-dir", required_argument, NULL, 's'},
-    {"tokens", required_argument, NULL, 't'},    {"image-dir", required_argument, NULL, 'i'},
-    {"config", required_argument, NULL, 'c'},    {"agent-path", required_argument, NULL, 'a'},
-    {"log-level", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+    { "listen", required_argument, NULL, 'l' },
+    { "state-dir", required_argument, NULL, 's' },
+    { "tokens", required_argument, NULL, 't' },
+    { "image-dir", required_argument, NULL, 'i' },
+    { "config", required_argument, NULL, 'c' },
+    { "agent-path", required_argument, NULL, 'a' },
+    { "log-level", required_argument, NULL, 'L' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
 };
 
 static const char *
@@ -96,7 +99,7 @@ main (int argc, char **argv)
 {
     config_t cfg;
     config_defaults (&cfg);
-    err_t err = {0};
+    err_t err = { 0 };
 
     /* The config file first, so that the command line overrides it. */
     int opt;
@@ -167,14 +170,14 @@ main (int argc, char **argv)
     char dbpath[1200];
     snprintf (dbpath, sizeof dbpath, "%s/registry.db", cfg.state_dir);
     registry_t *reg = registry_open (dbpath, &err);
-    agent_link_t *link = reg ? agent_link_new ((size_t) cfg.max_output_bytes * 2 + (1 << 20), &err)
-                             : NULL;
+    agent_link_t *link
+        = reg ? agent_link_new ((size_t)cfg.max_output_bytes * 2 + (1 << 20), &err) : NULL;
     sandbox_mgr_t *mgr = link ? sandbox_mgr_new (&cfg, reg, link, &err) : NULL;
     if (!mgr || sandbox_mgr_recover (mgr, &err) < 0) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
         return 1;
     }
-    reaper_t reaper = {.mgr = mgr, .interval_ms = cfg.reap_interval_ms};
+    reaper_t reaper = { .mgr = mgr, .interval_ms = cfg.reap_interval_ms };
     pthread_mutex_init (&reaper.lock, NULL);
     pthread_cond_init (&reaper.cond, NULL);
     pthread_t reaper_thread;

@@ -96,7 +96,7 @@ static void
 s_copy_text (char *dst, size_t size, sqlite3_stmt *st, int col)
 {
     const unsigned char *t = sqlite3_column_text (st, col);
-    snprintf (dst, size, "%s", t ? (const char *) t : "");
+    snprintf (dst, size, "%s", t ? (const char *)t : "");
 }
 
 static void
@@ -110,7 +110,7 @@ s_row (sqlite3_stmt *st, registry_rec_t *rec)
     rec->expires_at = sqlite3_column_int64 (st, 4);
     s_copy_text (rec->status, sizeof rec->status, st, 5);
     const unsigned char *env = sqlite3_column_text (st, 6);
-    rec->env_json = strdup (env ? (const char *) env : "{}");
+    rec->env_json = strdup (env ? (const char *)env : "{}");
     rec->limits.memory_mb = sqlite3_column_int64 (st, 7);
     rec->limits.cpus = sqlite3_column_double (st, 8);
     rec->limits.pids = sqlite3_column_int64 (st, 9);
@@ -124,8 +124,7 @@ registry_insert (registry_t *self, const registry_rec_t *rec, err_t *err)
     int rc = -1;
     pthread_mutex_lock (&self->lock);
     if (sqlite3_prepare_v2 (self->db,
-                            "INSERT INTO sandboxes (" COLUMNS
-                            ") VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            "INSERT INTO sandboxes (" COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                             -1, &st, NULL)
         != SQLITE_OK) {
         s_db_error (self, err, "insert");
@@ -216,13 +215,12 @@ registry_list_free (registry_rec_t *list, size_t count)
 }
 
 int
-registry_get (registry_t *self, const char *tenant, const char *id, registry_rec_t *rec,
-              err_t *err)
+registry_get (registry_t *self, const char *tenant, const char *id, registry_rec_t *rec, err_t *err)
 {
     registry_rec_t *list = NULL;
     size_t n = 0;
-    if (s_select (self, "SELECT " COLUMNS " FROM sandboxes WHERE tenant = ? AND id = ?", tenant,
-                  id, NULL, &list, &n, err)
+    if (s_select (self, "SELECT " COLUMNS " FROM sandboxes WHERE tenant = ? AND id = ?", tenant, id,
+                  NULL, &list, &n, err)
         < 0)
         return -1;
     if (n == 0) {
@@ -239,17 +237,15 @@ registry_list (registry_t *self, const char *tenant, registry_rec_t **out, size_
                err_t *err)
 {
     if (tenant)
-        return s_select (self,
-                         "SELECT " COLUMNS
-                         " FROM sandboxes WHERE tenant = ? ORDER BY created_at, id",
-                         tenant, NULL, NULL, out, count, err);
+        return s_select (
+            self, "SELECT " COLUMNS " FROM sandboxes WHERE tenant = ? ORDER BY created_at, id",
+            tenant, NULL, NULL, out, count, err);
     return s_select (self, "SELECT " COLUMNS " FROM sandboxes ORDER BY created_at, id", NULL, NULL,
                      NULL, out, count, err);
 }
 
 int
-registry_expired (registry_t *self, int64_t now_ms, registry_rec_t **out, size_t *count,
-                  err_t *err)
+registry_expired (registry_t *self, int64_t now_ms, registry_rec_t **out, size_t *count, err_t *err)
 {
     return s_select (self, "SELECT " COLUMNS " FROM sandboxes WHERE expires_at <= ?", NULL, NULL,
                      &now_ms, out, count, err);
@@ -257,8 +253,8 @@ registry_expired (registry_t *self, int64_t now_ms, registry_rec_t **out, size_t
 
 /* Run an UPDATE/DELETE/SELECT COUNT keyed by tenant and id. */
 static int
-s_exec (registry_t *self, const char *sql, const char *text, const int64_t *num,
-        const char *tenant, const char *id, int64_t *count_out, err_t *err)
+s_exec (registry_t *self, const char *sql, const char *text, const int64_t *num, const char *tenant,
+        const char *id, int64_t *count_out, err_t *err)
 {
     sqlite3_stmt *st = NULL;
     int rc = -1;

@@ -13,8 +13,8 @@ typedef struct _registry_t registry_t;
 
 typedef struct {
     char tenant[64];
-    char id[64];  /* the client-visible id, unique per tenant */
-    char cid[64]; /* the container id, unique per broker */
+    char id[64];        /* the client-visible id, unique per tenant */
+    char cid[64];       /* the container id, unique per broker */
     int64_t created_at; /* epoch ms */
     int64_t expires_at; /* epoch ms */
     char status[16];    /* creating, running, deleting */

@@ -36,7 +36,7 @@ s_sock_of (sandbox_mgr_t *self, const char *cid, char *buf, size_t size, err_t *
 {
     /* sun_path holds 108 bytes including the NUL. */
     int n = snprintf (buf, size, "%s/%s/ctl/agent.sock", self->sandboxes_dir, cid);
-    if (n < 0 || (size_t) n >= size || n > 107)
+    if (n < 0 || (size_t)n >= size || n > 107)
         return err_set (err, 500, "internal",
                         "state_dir is too long for a unix socket path (%d > 107 bytes)", n);
     return 0;
@@ -56,7 +56,8 @@ sandbox_mgr_new (const config_t *cfg, registry_t *reg, agent_link_t *link, err_t
     pthread_mutex_init (&self->lock, NULL);
     snprintf (self->runtime_root, sizeof self->runtime_root, "%s/runc", cfg->state_dir);
     snprintf (self->sandboxes_dir, sizeof self->sandboxes_dir, "%s/sandboxes", cfg->state_dir);
-    if (util_mkdir_p (self->runtime_root, 0700) < 0 || util_mkdir_p (self->sandboxes_dir, 0711) < 0) {
+    if (util_mkdir_p (self->runtime_root, 0700) < 0
+        || util_mkdir_p (self->sandboxes_dir, 0711) < 0) {
         err_set (err, 500, "internal", "creating %s: %m", self->sandboxes_dir);
         free (self);
         return NULL;
@@ -95,12 +96,12 @@ s_to_json (const registry_rec_t *rec)
 {
     char created[40], expires[40];
     json_t *env = json_loads (rec->env_json ? rec->env_json : "{}", 0, NULL);
-    return json_pack ("{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:f, s:I}}", "id", rec->id, "status",
-                      rec->status, "created_at", util_iso8601 (rec->created_at, created, sizeof created),
-                      "expires_at", util_iso8601 (rec->expires_at, expires, sizeof expires), "env",
-                      env ? env : json_object (), "limits", "memory_mb",
-                      (json_int_t) rec->limits.memory_mb, "cpus", rec->limits.cpus, "pids",
-                      (json_int_t) rec->limits.pids);
+    return json_pack (
+        "{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:f, s:I}}", "id", rec->id, "status", rec->status,
+        "created_at", util_iso8601 (rec->created_at, created, sizeof created), "expires_at",
+        util_iso8601 (rec->expires_at, expires, sizeof expires), "env", env ? env : json_object (),
+        "limits", "memory_mb", (json_int_t)rec->limits.memory_mb, "cpus", rec->limits.cpus, "pids",
+        (json_int_t)rec->limits.pids);
 }
 
 static void
@@ -139,7 +140,7 @@ static void
 s_destroy_container (sandbox_mgr_t *self, const char *cid)
 {
     char dir[1200];
-    err_t err = {0};
+    err_t err = { 0 };
     agent_link_detach (self->link, cid);
     s_dir_of (self, cid, dir, sizeof dir);
     if (runtime_destroy (&self->rt, cid, dir, &err) < 0)
@@ -156,7 +157,7 @@ s_current_image (sandbox_mgr_t *self, char *out, size_t size, err_t *err)
         return err_set (err, 503, "image_missing",
                         "no sandbox image in %s: build it with kernels/build-image.sh",
                         self->cfg->image_dir);
-    if ((size_t) snprintf (out, size, "%s/rootfs", real) >= size)
+    if ((size_t)snprintf (out, size, "%s/rootfs", real) >= size)
         return err_set (err, 500, "internal", "image path too long");
     struct stat st;
     if (stat (out, &st) < 0 || !S_ISDIR (st.st_mode))
@@ -164,12 +165,12 @@ s_current_image (sandbox_mgr_t *self, char *out, size_t size, err_t *err)
     return 0;
 }
 
-static const char *const s_create_keys[] = {"id", "keepalive_seconds", "env", "limits", NULL};
-static const char *const s_limit_keys[] = {"memory_mb", "cpus", "pids", NULL};
+static const char *const s_create_keys[] = { "id", "keepalive_seconds", "env", "limits", NULL };
+static const char *const s_limit_keys[] = { "memory_mb", "cpus", "pids", NULL };
 
 int
-sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **out,
-                int *created, err_t *err)
+sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **out, int *created,
+                err_t *err)
 {
     const config_t *cfg = self->cfg;
     const char *id = NULL;
@@ -203,8 +204,8 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
             || jsonv_number (limits_obj, "limits.", "cpus", false, 0.1, cfg->max_cpus,
                              &rec.limits.cpus, err)
                    < 0
-            || jsonv_int (limits_obj, "limits.", "pids", false, 16, cfg->max_pids,
-                          &rec.limits.pids, err)
+            || jsonv_int (limits_obj, "limits.", "pids", false, 16, cfg->max_pids, &rec.limits.pids,
+                          err)
                    < 0)
             return -1;
     }
@@ -214,7 +215,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
     if (id) {
         for (int waited = 0;; waited += 50) {
             registry_rec_t existing;
-            err_t gerr = {0};
+            err_t gerr = { 0 };
             if (registry_get (self->reg, tenant, id, &existing, &gerr) < 0) {
                 if (gerr.status != 404) {
                     *err = gerr;
@@ -258,7 +259,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
     if (rc == 0 && count >= cfg->max_sandboxes_per_tenant)
         rc = err_set (err, 429, "quota_exceeded",
                       "tenant has %lld sandboxes, the limit is %lld: delete one first",
-                      (long long) count, (long long) cfg->max_sandboxes_per_tenant);
+                      (long long)count, (long long)cfg->max_sandboxes_per_tenant);
     if (rc == 0)
         rc = registry_insert (self->reg, &rec, err);
     pthread_mutex_unlock (&self->lock);
@@ -285,7 +286,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
     registry_set_status (self->reg, tenant, rec.id, "running", NULL);
     snprintf (rec.status, sizeof rec.status, "running");
     log_info ("tenant=%s sandbox=%s cid=%s: created in %lld ms", tenant, rec.id, rec.cid,
-              (long long) (util_mono_ms () - t0));
+              (long long)(util_mono_ms () - t0));
     *out = s_to_json (&rec);
     *created = 1;
     registry_rec_clear (&rec);
@@ -318,11 +319,11 @@ sandbox_list (sandbox_mgr_t *self, const char *tenant, json_t **out, err_t *err)
     return 0;
 }
 
-static const char *const s_extend_keys[] = {"keepalive_longer_by_seconds", NULL};
+static const char *const s_extend_keys[] = { "keepalive_longer_by_seconds", NULL };
 
 int
-sandbox_extend (sandbox_mgr_t *self, const char *tenant, const char *id, json_t *body,
-                json_t **out, err_t *err)
+sandbox_extend (sandbox_mgr_t *self, const char *tenant, const char *id, json_t *body, json_t **out,
+                err_t *err)
 {
     int64_t by = 0;
     if (jsonv_only_keys (body, "", s_extend_keys, err) < 0
@@ -379,14 +380,14 @@ sandbox_mgr_reap (sandbox_mgr_t *self)
 {
     registry_rec_t *list = NULL;
     size_t n = 0;
-    err_t err = {0};
+    err_t err = { 0 };
     if (registry_expired (self->reg, util_now_ms (), &list, &n, &err) < 0)
         return 0;
     int reaped = 0;
     for (size_t i = 0; i < n; i++) {
         if (strcmp (list[i].status, "running") != 0)
             continue;
-        err_t derr = {0};
+        err_t derr = { 0 };
         if (s_delete (self, list[i].tenant, list[i].id, "expired", &derr) == 0)
             reaped++;
     }
@@ -404,7 +405,7 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
     int64_t now = util_now_ms ();
     for (size_t i = 0; i < n; i++) {
         registry_rec_t *rec = &list[i];
-        err_t rerr = {0};
+        err_t rerr = { 0 };
         if (strcmp (rec->status, "running") != 0 || rec->expires_at <= now) {
             /* Interrupted create or delete, or expired while we were down. */
             s_delete (self, rec->tenant, rec->id, "recovery", &rerr);
@@ -424,8 +425,8 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
 }
 
 int
-sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid,
-                 json_t **env, err_t *err)
+sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid, json_t **env,
+                 err_t *err)
 {
     registry_rec_t rec;
     if (registry_get (self->reg, tenant, id, &rec, err) < 0)

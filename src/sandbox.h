@@ -30,8 +30,7 @@ int sandbox_mgr_reap (sandbox_mgr_t *self);
    an existing one. *out (caller owns) is the sandbox object. */
 int sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **out,
                     int *created, err_t *err);
-int sandbox_get (sandbox_mgr_t *self, const char *tenant, const char *id, json_t **out,
-                 err_t *err);
+int sandbox_get (sandbox_mgr_t *self, const char *tenant, const char *id, json_t **out, err_t *err);
 int sandbox_list (sandbox_mgr_t *self, const char *tenant, json_t **out, err_t *err);
 int sandbox_extend (sandbox_mgr_t *self, const char *tenant, const char *id, json_t *body,
                     json_t **out, err_t *err);

@@ -15,7 +15,7 @@ sse_format (const char *event, const json_t *data, size_t *len)
     char *out = malloc (n);
     if (out) {
         int w = snprintf (out, n, "event: %s\ndata: %s\n\n", event, json);
-        *len = (size_t) w;
+        *len = (size_t)w;
     }
     free (json);
     return out;

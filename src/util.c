@@ -41,9 +41,9 @@ err_prefix (err_t *err, const char *fmt, ...)
     va_start (ap, fmt);
     int n = vsnprintf (err->message, sizeof err->message, fmt, ap);
     va_end (ap);
-    if (n >= 0 && (size_t) n < sizeof err->message)
-        snprintf (err->message + n, sizeof err->message - (size_t) n, ": %.*s",
-                  (int) (sizeof err->message - (size_t) n), old);
+    if (n >= 0 && (size_t)n < sizeof err->message)
+        snprintf (err->message + n, sizeof err->message - (size_t)n, ": %.*s",
+                  (int)(sizeof err->message - (size_t)n), old);
     return -1;
 }
 
@@ -66,10 +66,10 @@ log_set_level (log_level_t level)
 int
 log_parse_level (const char *name, log_level_t *out)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
+    static const char *names[] = { "debug", "info", "warn", "error" };
     for (int i = 0; i < 4; i++)
         if (strcmp (name, names[i]) == 0) {
-            *out = (log_level_t) i;
+            *out = (log_level_t)i;
             return 0;
         }
     return -1;
@@ -78,7 +78,7 @@ log_parse_level (const char *name, log_level_t *out)
 void
 log_msg (log_level_t level, const char *fmt, ...)
 {
-    static const char *tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
+    static const char *tags[] = { "DEBUG", "INFO ", "WARN ", "ERROR" };
     if (level < s_level)
         return;
     char ts[40], line[2048];
@@ -90,7 +90,7 @@ log_msg (log_level_t level, const char *fmt, ...)
     /* One event, one line: control characters from untrusted input must not
        forge extra log lines. */
     for (char *p = line; *p; p++)
-        if ((unsigned char) *p < 0x20)
+        if ((unsigned char)*p < 0x20)
             *p = ' ';
     pthread_mutex_lock (&s_log_lock);
     fprintf (stderr, "%s %s %s\n", ts, tags[level], line);
@@ -102,7 +102,7 @@ util_now_ms (void)
 {
     struct timespec ts;
     clock_gettime (CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int64_t
@@ -116,18 +116,18 @@ util_mono_us (void)
 {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 char *
 util_iso8601 (int64_t epoch_ms, char *buf, size_t size)
 {
-    time_t secs = (time_t) (epoch_ms / 1000);
+    time_t secs = (time_t)(epoch_ms / 1000);
     struct tm tm;
     gmtime_r (&secs, &tm);
     char base[24];
     strftime (base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf (buf, size, "%s.%03dZ", base, (int) (epoch_ms % 1000));
+    snprintf (buf, size, "%s.%03dZ", base, (int)(epoch_ms % 1000));
     return buf;
 }
 
@@ -145,10 +145,10 @@ bool
 util_valid_id (const char *s)
 {
     size_t n = s ? strlen (s) : 0;
-    if (n == 0 || n > 63 || !isalnum ((unsigned char) s[0]))
+    if (n == 0 || n > 63 || !isalnum ((unsigned char)s[0]))
         return false;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char) s[i];
+        unsigned char c = (unsigned char)s[i];
         if (!isalnum (c) && c != '_' && c != '.' && c != '-')
             return false;
     }
@@ -159,7 +159,7 @@ int
 util_mkdir_p (const char *path, unsigned mode)
 {
     char tmp[4096];
-    if (snprintf (tmp, sizeof tmp, "%s", path) >= (int) sizeof tmp) {
+    if (snprintf (tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
         errno = ENAMETOOLONG;
         return -1;
     }
@@ -238,7 +238,7 @@ util_write_file_atomic (const char *path, const void *data, size_t len, unsigned
     char tmp[4096];
     char rnd[17];
     util_random_hex (rnd, 8);
-    if (snprintf (tmp, sizeof tmp, "%s.tmp-%s", path, rnd) >= (int) sizeof tmp) {
+    if (snprintf (tmp, sizeof tmp, "%s.tmp-%s", path, rnd) >= (int)sizeof tmp) {
         errno = ENAMETOOLONG;
         return -1;
     }
@@ -255,7 +255,7 @@ util_write_file_atomic (const char *path, const void *data, size_t len, unsigned
             goto fail;
         }
         p += n;
-        left -= (size_t) n;
+        left -= (size_t)n;
     }
     if (fsync (fd) < 0)
         goto fail;
@@ -314,7 +314,7 @@ util_read_file (const char *path, size_t max, size_t *len_out)
         }
         if (n == 0)
             break;
-        len += (size_t) n;
+        len += (size_t)n;
     }
     close (fd);
     buf[len] = '\0';
@@ -359,7 +359,7 @@ util_run (char *const argv[], char *out, size_t cap)
         if (n <= 0)
             break;
         if (dst != sink)
-            len += (size_t) n;
+            len += (size_t)n;
     }
     close (pfd[0]);
     if (out && cap > 0)
@@ -376,7 +376,7 @@ util_run (char *const argv[], char *out, size_t cap)
 void
 util_freep (void *p)
 {
-    free (*(void **) p);
+    free (*(void **)p);
 }
 
 void

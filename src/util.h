@@ -36,8 +36,8 @@ void log_set_level (log_level_t level);
 int log_parse_level (const char *name, log_level_t *out);
 
 #define log_debug(...) log_msg (LOG_LVL_DEBUG, __VA_ARGS__)
-#define log_info(...) log_msg (LOG_LVL_INFO, __VA_ARGS__)
-#define log_warn(...) log_msg (LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg (LOG_LVL_INFO, __VA_ARGS__)
+#define log_warn(...)  log_msg (LOG_LVL_WARN, __VA_ARGS__)
 #define log_error(...) log_msg (LOG_LVL_ERROR, __VA_ARGS__)
 
 /* Wall clock in milliseconds since the epoch, and a monotonic clock in
@@ -82,7 +82,7 @@ int util_run (char *const argv[], char *out, size_t cap);
 /* GCC cleanup helpers, in the manner of crun. */
 void util_freep (void *p);
 void util_closep (int *fd);
-#define cleanup_free __attribute__ ((cleanup (util_freep)))
+#define cleanup_free  __attribute__ ((cleanup (util_freep)))
 #define cleanup_close __attribute__ ((cleanup (util_closep)))
 
 #endif
