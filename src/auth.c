@@ -61,9 +61,10 @@ auth_load (const char *path, err_t *err)
         err_set (err, 500, "internal", "out of memory");
         return NULL;
     }
-    char line[1024];
+    char *line = NULL;
+    size_t cap = 0;
     int lineno = 0;
-    while (fgets (line, sizeof line, f)) {
+    while (getline (&line, &cap, f) != -1) {
         lineno++;
         char *save = NULL;
         char *token = strtok_r (line, " \t\r\n", &save);
@@ -71,10 +72,10 @@ auth_load (const char *path, err_t *err)
             continue;
         char *tenant = strtok_r (NULL, " \t\r\n", &save);
         char *extra = tenant ? strtok_r (NULL, " \t\r\n", &save) : NULL;
-        if (!tenant || (extra && extra[0] != '#') || strlen (token) < 16
+        if (!tenant || (extra && extra[0] != '#') || strlen (token) < 16 || strlen (token) > 512
             || !util_valid_id (tenant)) {
             err_set (err, 500, "invalid_config",
-                     "%s:%d: expected 'TOKEN TENANT' (token of 16+ characters, tenant of "
+                     "%s:%d: expected 'TOKEN TENANT' (token of 16 to 512 characters, tenant of "
                      "[A-Za-z0-9_.-])",
                      path, lineno);
             goto fail;
@@ -88,8 +89,10 @@ auth_load (const char *path, err_t *err)
         entry_t *e = &self->entries[self->count++];
         s_hash (token, strlen (token), e->hash);
         snprintf (e->tenant, sizeof e->tenant, "%s", tenant);
-        sodium_memzero (line, sizeof line);
     }
+    if (line)
+        sodium_memzero (line, cap);
+    free (line);
     fclose (f);
     if (self->count == 0) {
         err_set (err, 500, "invalid_config", "tokens file %s holds no tokens", path);
@@ -98,7 +101,9 @@ auth_load (const char *path, err_t *err)
     }
     return self;
 fail:
-    sodium_memzero (line, sizeof line);
+    if (line)
+        sodium_memzero (line, cap);
+    free (line);
     fclose (f);
     auth_destroy (&self);
     return NULL;

@@ -145,29 +145,27 @@ config_load_file (config_t *cfg, const char *path, err_t *err)
     if (!f)
         return err_set (err, 400, "invalid_config", "cannot open config file %s: %s", path,
                         strerror (errno));
-    char line[2048];
-    int lineno = 0;
-    while (fgets (line, sizeof line, f)) {
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, rc = 0;
+    while (rc == 0 && getline (&line, &cap, f) != -1) {
         lineno++;
         char *s = s_trim (line);
         if (*s == '\0' || *s == '#')
             continue;
         char *eq = strchr (s, '=');
         if (!eq) {
-            fclose (f);
-            return err_set (err, 400, "invalid_config", "%s:%d: expected 'key = value'", path,
-                            lineno);
+            rc = err_set (err, 400, "invalid_config", "%s:%d: expected 'key = value'", path,
+                          lineno);
+            break;
         }
         *eq = '\0';
-        char *key = s_trim (s);
-        char *value = s_trim (eq + 1);
-        if (config_set (cfg, key, value, err) < 0) {
-            fclose (f);
-            return err_prefix (err, "%s:%d", path, lineno);
-        }
+        if (config_set (cfg, s_trim (s), s_trim (eq + 1), err) < 0)
+            rc = err_prefix (err, "%s:%d", path, lineno);
     }
+    free (line);
     fclose (f);
-    return 0;
+    return rc;
 }
 
 int

@@ -173,6 +173,13 @@ util_mkdir_p (const char *path, unsigned mode)
     }
     if (mkdir (tmp, mode) < 0 && errno != EEXIST)
         return -1;
+    struct stat st;
+    if (stat (tmp, &st) < 0)
+        return -1;
+    if (!S_ISDIR (st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
     return 0;
 }
 
@@ -279,22 +286,19 @@ util_read_file (const char *path, size_t max, size_t *len_out)
     int fd = open (path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc (cap + 1);
+    size_t cap = max < 4096 ? max : 4096, len = 0;
+    /* One spare byte past max: reading into it proves the file is larger. */
+    char *buf = malloc (cap + 2);
     if (!buf) {
         close (fd);
         return NULL;
     }
     for (;;) {
-        if (len == cap) {
-            if (cap >= max) {
-                free (buf);
-                close (fd);
-                errno = EFBIG;
-                return NULL;
-            }
+        if (len > max)
+            break; /* the spare byte was filled: too large */
+        if (len >= cap && cap < max) {
             cap = cap * 2 > max ? max : cap * 2;
-            char *nb = realloc (buf, cap + 1);
+            char *nb = realloc (buf, cap + 2);
             if (!nb) {
                 free (buf);
                 close (fd);
@@ -302,7 +306,7 @@ util_read_file (const char *path, size_t max, size_t *len_out)
             }
             buf = nb;
         }
-        ssize_t n = read (fd, buf + len, cap - len);
+        ssize_t n = read (fd, buf + len, cap + 1 - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -317,6 +321,11 @@ util_read_file (const char *path, size_t max, size_t *len_out)
         len += (size_t)n;
     }
     close (fd);
+    if (len > max) {
+        free (buf);
+        errno = EFBIG;
+        return NULL;
+    }
     buf[len] = '\0';
     if (len_out)
         *len_out = len;

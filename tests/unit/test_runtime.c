@@ -73,9 +73,8 @@ s_array_has (json_t *arr, const char *s)
 {
     size_t i;
     json_t *v;
-    json_array_foreach (arr, i, v)
-        if (json_is_string (v) && strcmp (json_string_value (v), s) == 0)
-            return true;
+    json_array_foreach (arr, i, v) if (json_is_string (v)
+                                       && strcmp (json_string_value (v), s) == 0) return true;
     return false;
 }
 
@@ -84,9 +83,9 @@ s_mount (json_t *config, const char *dest)
 {
     size_t i;
     json_t *m;
-    json_array_foreach (s_at (config, "mounts"), i, m)
-        if (strcmp (json_string_value (json_object_get (m, "destination")), dest) == 0)
-            return m;
+    json_array_foreach (s_at (config, "mounts"), i,
+                        m) if (strcmp (json_string_value (json_object_get (m, "destination")), dest)
+                               == 0) return m;
     return NULL;
 }
 
@@ -100,21 +99,23 @@ s_seccomp_errno (json_t *config, const char *name, const uint64_t args[6])
     json_t *sc = s_at (config, "linux.seccomp");
     size_t i, j;
     json_t *rule, *cond;
-    json_array_foreach (json_object_get (sc, "syscalls"), i, rule) {
+    json_array_foreach (json_object_get (sc, "syscalls"), i, rule)
+    {
         if (!s_array_has (json_object_get (rule, "names"), name))
             continue;
         json_t *conds = json_object_get (rule, "args");
-        int per_index[6] = {0};
+        int per_index[6] = { 0 };
         json_array_foreach (conds, j, cond)
             per_index[json_integer_value (json_object_get (cond, "index")) % 6]++;
         bool ored = false;
         for (int k = 0; k < 6; k++)
             ored |= per_index[k] > 1;
         bool match = !ored;
-        json_array_foreach (conds, j, cond) {
+        json_array_foreach (conds, j, cond)
+        {
             uint64_t a = args[json_integer_value (json_object_get (cond, "index")) % 6];
-            uint64_t v = (uint64_t) json_integer_value (json_object_get (cond, "value"));
-            uint64_t v2 = (uint64_t) json_integer_value (json_object_get (cond, "valueTwo"));
+            uint64_t v = (uint64_t)json_integer_value (json_object_get (cond, "value"));
+            uint64_t v2 = (uint64_t)json_integer_value (json_object_get (cond, "valueTwo"));
             const char *op = json_string_value (json_object_get (cond, "op"));
             bool r = strcmp (op, "SCMP_CMP_EQ") == 0          ? a == v
                      : strcmp (op, "SCMP_CMP_NE") == 0        ? a != v
@@ -129,7 +130,7 @@ s_seccomp_errno (json_t *config, const char *name, const uint64_t args[6])
         if (json_array_size (conds) == 0)
             match = true;
         if (match)
-            return (int) json_integer_value (json_object_get (rule, "errnoRet"));
+            return (int)json_integer_value (json_object_get (rule, "errnoRet"));
     }
     return 0;
 }
@@ -137,16 +138,17 @@ s_seccomp_errno (json_t *config, const char *name, const uint64_t args[6])
 static int
 s_sc1 (json_t *config, const char *name, uint64_t arg0)
 {
-    uint64_t args[6] = {arg0, 0, 0, 0, 0, 0};
+    uint64_t args[6] = { arg0, 0, 0, 0, 0, 0 };
     return s_seccomp_errno (config, name, args);
 }
 
 static void
 test_config (void)
 {
-    runtime_config_t cfg = {"runc", "/tmp/x/runc", "/usr/libexec/sandboxd/sandbox-agent",
-                            "/sandboxd"};
-    runtime_spec_t spec = {"sbx-1", "/tmp/x/sandboxes/sbx-1", "/img/rootfs", "box", {256, 0.5, 64}};
+    runtime_config_t cfg
+        = { "runc", "/tmp/x/runc", "/usr/libexec/sandboxd/sandbox-agent", "/sandboxd" };
+    runtime_spec_t spec
+        = { "sbx-1", "/tmp/x/sandboxes/sbx-1", "/img/rootfs", "box", { 256, 0.5, 64 } };
     json_t *c = runtime_build_config (&cfg, &spec);
     if (!s_ok (c != NULL, "config builds for a valid spec"))
         return;
@@ -169,7 +171,7 @@ test_config (void)
               && s_array_has (env, "LANG=C.UTF-8"),
           "environment is PATH, HOME, USER, LANG");
 
-    static const char *sets[] = {"bounding", "effective", "inheritable", "permitted", "ambient"};
+    static const char *sets[] = { "bounding", "effective", "inheritable", "permitted", "ambient" };
     bool caps_empty = json_is_object (s_at (c, "process.capabilities"));
     for (int i = 0; i < 5; i++) {
         json_t *set = json_object_get (s_at (c, "process.capabilities"), sets[i]);
@@ -182,7 +184,8 @@ test_config (void)
     bool nofile = false, core = false;
     size_t i;
     json_t *v;
-    json_array_foreach (s_at (c, "process.rlimits"), i, v) {
+    json_array_foreach (s_at (c, "process.rlimits"), i, v)
+    {
         const char *t = json_string_value (json_object_get (v, "type"));
         if (strcmp (t, "RLIMIT_NOFILE") == 0)
             nofile = s_int (v, "soft") == 4096 && s_int (v, "hard") == 4096;
@@ -197,13 +200,14 @@ test_config (void)
           "root is the writable rootfs overlay, hostname from spec");
 
     bool ns_ok = true;
-    static const char *want_ns[] = {"pid", "mount", "ipc", "uts", "network"};
+    static const char *want_ns[] = { "pid", "mount", "ipc", "uts", "network" };
     for (int k = 0; k < 5; k++) {
         bool found = false;
-        json_array_foreach (s_at (c, "linux.namespaces"), i, v)
-            if (strcmp (json_string_value (json_object_get (v, "type")), want_ns[k]) == 0
-                && !json_object_get (v, "path"))
-                found = true;
+        json_array_foreach (
+            s_at (c, "linux.namespaces"), i,
+            v) if (strcmp (json_string_value (json_object_get (v, "type")), want_ns[k]) == 0
+                   && !json_object_get (v, "path")) found
+            = true;
         ns_ok = ns_ok && found;
     }
     s_ok (ns_ok, "new pid, mount, ipc, uts and network namespaces");
@@ -222,19 +226,20 @@ test_config (void)
     json_t *d0 = json_array_get (devs, 0);
     bool dev_ok = json_is_false (json_object_get (d0, "allow")) && !json_object_get (d0, "type")
                   && !json_object_get (d0, "major");
-    static const int want_dev[][2] = {{1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 2}};
+    static const int want_dev[][2]
+        = { { 1, 3 }, { 1, 5 }, { 1, 7 }, { 1, 8 }, { 1, 9 }, { 5, 0 }, { 5, 2 } };
     for (int k = 0; k < 7; k++) {
         bool found = false;
-        json_array_foreach (devs, i, v)
-            found |= json_is_true (json_object_get (v, "allow"))
-                     && s_int (v, "major") == want_dev[k][0]
-                     && s_int (v, "minor") == want_dev[k][1];
+        json_array_foreach (devs, i, v) found |= json_is_true (json_object_get (v, "allow"))
+                                                 && s_int (v, "major") == want_dev[k][0]
+                                                 && s_int (v, "minor") == want_dev[k][1];
         dev_ok = dev_ok && found;
     }
     s_ok (dev_ok, "devices: deny all, then allow null zero full random urandom tty ptmx");
 
     int binds = 0, host_paths = 0;
-    json_array_foreach (s_at (c, "mounts"), i, v) {
+    json_array_foreach (s_at (c, "mounts"), i, v)
+    {
         const char *src = json_string_value (json_object_get (v, "source"));
         if (strcmp (json_string_value (json_object_get (v, "type")), "bind") == 0)
             binds++;
@@ -269,13 +274,25 @@ test_config (void)
           "masked and read-only /proc and /sys paths as in Docker");
 
     s_ok (strcmp (json_string_value (s_at (c, "linux.seccomp.defaultAction")), "SCMP_ACT_ALLOW")
-              == 0
+                  == 0
               && s_array_has (s_at (c, "linux.seccomp.architectures"), "SCMP_ARCH_X86_64"),
           "seccomp: allow by default on x86_64/x86/x32");
-    static const char *denied[] = {"mount",  "umount2",  "ptrace",         "unshare",
-                                   "setns",  "keyctl",   "bpf",            "pivot_root",
-                                   "chroot", "io_uring_setup", "open_by_handle_at", "kexec_load",
-                                   "userfaultfd", "perf_event_open", "fsopen", "move_mount"};
+    static const char *denied[] = { "mount",
+                                    "umount2",
+                                    "ptrace",
+                                    "unshare",
+                                    "setns",
+                                    "keyctl",
+                                    "bpf",
+                                    "pivot_root",
+                                    "chroot",
+                                    "io_uring_setup",
+                                    "open_by_handle_at",
+                                    "kexec_load",
+                                    "userfaultfd",
+                                    "perf_event_open",
+                                    "fsopen",
+                                    "move_mount" };
     bool deny_ok = true;
     for (size_t k = 0; k < sizeof denied / sizeof denied[0]; k++)
         if (s_sc1 (c, denied[k], 0) != EPERM) {
@@ -288,14 +305,14 @@ test_config (void)
 
     /* glibc fork and pthread_create flags, then each namespace flag. */
     bool clone_ok = s_sc1 (c, "clone", 0x01200011) == 0 && s_sc1 (c, "clone", 0x003d0f00) == 0;
-    static const uint64_t ns_flags[] = {0x00020000, 0x02000000, 0x04000000, 0x08000000,
-                                        0x10000000, 0x20000000, 0x40000000};
+    static const uint64_t ns_flags[]
+        = { 0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000 };
     for (int k = 0; k < 7; k++)
         clone_ok = clone_ok && s_sc1 (c, "clone", ns_flags[k] | 0x11) == EPERM;
     s_ok (clone_ok, "clone allowed without namespace flags, EPERM with any of them");
 
     /* personality: exactly Docker's allowed values pass. */
-    static const uint64_t allowed[] = {0, 8, 0x20000, 0x20008, 0xffffffff};
+    static const uint64_t allowed[] = { 0, 8, 0x20000, 0x20008, 0xffffffff };
     bool pers_ok = true;
     for (int k = 0; k < 5; k++)
         pers_ok = pers_ok && s_sc1 (c, "personality", allowed[k]) == 0;
@@ -303,7 +320,7 @@ test_config (void)
        of all magnitudes, a third of them cut to 32 bits. */
     uint64_t x = 0x9e3779b97f4a7c15ULL;
     for (int k = 0; k < 200000 && pers_ok; k++) {
-        uint64_t val = (uint64_t) k;
+        uint64_t val = (uint64_t)k;
         if (k < 64)
             val = 1ULL << k;
         else if (k >= 100000) {
@@ -315,7 +332,7 @@ test_config (void)
         bool allow = val == 0 || val == 8 || val == 0x20000 || val == 0x20008 || val == 0xffffffff;
         int e = s_sc1 (c, "personality", val);
         if ((e == 0) != allow) {
-            printf ("# personality(0x%llx) -> %d\n", (unsigned long long) val, e);
+            printf ("# personality(0x%llx) -> %d\n", (unsigned long long)val, e);
             pers_ok = false;
         }
     }
@@ -327,8 +344,8 @@ test_config (void)
           "socket: AF_PACKET denied; netlink, inet and unix allowed");
     json_decref (c);
 
-    runtime_config_t cfg2 = {"runc", NULL, "/a", "sandboxd/"};
-    runtime_spec_t spec2 = {"c2", "/tmp/x/c2", "/img", NULL, {1024, 2, 0}};
+    runtime_config_t cfg2 = { "runc", NULL, "/a", "sandboxd/" };
+    runtime_spec_t spec2 = { "c2", "/tmp/x/c2", "/img", NULL, { 1024, 2, 0 } };
     c = runtime_build_config (&cfg2, &spec2);
     s_ok (c && strcmp (json_string_value (s_at (c, "linux.cgroupsPath")), "/sandboxd/c2") == 0
               && s_int (c, "linux.resources.memory.limit") == 1073741824
@@ -339,8 +356,9 @@ test_config (void)
     json_decref (c);
 
     static const char *bad_cids[] = {
-        "", "UPPER", "../x", "a/b", "a b",
-        "01234567890123456789012345678901234567890123456789012345678901234"}; /* 65 */
+        "",    "UPPER", "../x",
+        "a/b", "a b",   "01234567890123456789012345678901234567890123456789012345678901234"
+    }; /* 65 */
     bool bad_ok = true;
     for (int k = 0; k < 6; k++) {
         spec2.cid = bad_cids[k];
@@ -393,7 +411,7 @@ s_report (const char *report, const char *key, char *buf, size_t size)
     for (const char *p = report; p && *p; p = strchr (p, '\n') ? strchr (p, '\n') + 1 : NULL)
         if (strncmp (p, key, klen) == 0 && p[klen] == '=') {
             size_t n = strcspn (p + klen + 1, "\n");
-            snprintf (buf, size, "%.*s", (int) n, p + klen + 1);
+            snprintf (buf, size, "%.*s", (int)n, p + klen + 1);
             break;
         }
     return buf;
@@ -496,7 +514,7 @@ s_setup_lower (it_t *it)
     }
     /* A bare lower layer: runc creates mount points; the agent is static. */
     snprintf (it->lower, sizeof it->lower, "%s/lower", it->tmp);
-    static const char *dirs[] = {"", "/proc", "/dev", "/sys", "/run", "/opt", "/etc"};
+    static const char *dirs[] = { "", "/proc", "/dev", "/sys", "/run", "/opt", "/etc" };
     char p[1024];
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
         snprintf (p, sizeof p, "%s%s", it->lower, dirs[i]);
@@ -521,8 +539,8 @@ s_build_agent (it_t *it)
 {
     snprintf (it->agent, sizeof it->agent, "%s/agent", it->tmp);
     char out[4096];
-    char *argv[] = {"gcc",  "-std=gnu11", "-static", "-O1", "-pthread", "-DSANDBOXD_TEST_AGENT",
-                    "-o",   it->agent,    __FILE__,  NULL};
+    char *argv[] = { "gcc", "-std=gnu11", "-static", "-O1", "-pthread", "-DSANDBOXD_TEST_AGENT",
+                     "-o",  it->agent,    __FILE__,  NULL };
     if (access (__FILE__, R_OK) < 0 || util_run (argv, out, sizeof out) != 0) {
         printf ("# building the test agent from %s failed: %s\n", __FILE__, out);
         return -1;
@@ -556,7 +574,7 @@ test_integration (void)
 {
     static const char *what = "container lifecycle with real runc";
     char out[256];
-    char *ver[] = {"runc", "--version", NULL};
+    char *ver[] = { "runc", "--version", NULL };
     if (geteuid () != 0) {
         s_skip ("not root", what);
         return;
@@ -592,8 +610,8 @@ test_integration (void)
         return;
     }
     printf ("# lower layer: %s\n", it.lower);
-    it.cfg = (runtime_config_t){"runc", it.root, it.agent, it.parent};
-    runtime_spec_t spec = {it.cid[0], it.dir[0], it.lower, "sbx-host", {256, 0.5, 64}};
+    it.cfg = (runtime_config_t){ "runc", it.root, it.agent, it.parent };
+    runtime_spec_t spec = { it.cid[0], it.dir[0], it.lower, "sbx-host", { 256, 0.5, 64 } };
     err_t err;
     err_clear (&err);
     char path[1024], rootfs[1024];
@@ -612,7 +630,7 @@ test_integration (void)
     int rc = runtime_start (&it.cfg, &spec, &err);
     int64_t ms = (util_mono_us () - t0) / 1000;
     s_ok (rc == 0, "start: %s", rc == 0 ? "ok" : err.message);
-    printf ("# runtime_start (delete + run -d) took %lld ms\n", (long long) ms);
+    printf ("# runtime_start (delete + run -d) took %lld ms\n", (long long)ms);
     if (rc != 0) {
         s_cleanup (&it);
         return;
@@ -641,7 +659,7 @@ test_integration (void)
     snprintf (report_path, sizeof report_path, "%s/upper/tmp/report", it.dir[0]);
     char *rep = NULL;
     for (int i = 0; i < 300 && !(rep = s_read (report_path)); i++) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
+        struct timespec ts = { 0, 10 * 1000 * 1000 };
         nanosleep (&ts, NULL);
     }
     if (s_ok (rep != NULL, "agent wrote its report")) {
@@ -665,9 +683,8 @@ test_integration (void)
         s_ok (s_report_is (rep, "memcg", "/"), "inside: own cgroup namespace");
         s_ok (s_report_is (rep, "mount", "1") && s_report_is (rep, "unshare_user", "1")
                   && s_report_is (rep, "clone_newuser", "1")
-                  && s_report_is (rep, "clone_newnet", "1")
-                  && s_report_is (rep, "clone_plain", "0") && s_report_is (rep, "clone3", "38")
-                  && s_report_is (rep, "thread", "0"),
+                  && s_report_is (rep, "clone_newnet", "1") && s_report_is (rep, "clone_plain", "0")
+                  && s_report_is (rep, "clone3", "38") && s_report_is (rep, "thread", "0"),
               "inside: mount/unshare/namespace clone EPERM, clone3 ENOSYS, fork and threads work");
         s_ok (s_report_is (rep, "ptrace", "1") && s_report_is (rep, "keyctl", "1")
                   && s_report_is (rep, "io_uring", "1") && s_report_is (rep, "af_packet", "1")
@@ -699,7 +716,7 @@ test_integration (void)
     /* A start that fails says why. */
     runtime_config_t bad = it.cfg;
     bad.agent_path = "/nonexistent/sandbox-agent";
-    runtime_spec_t spec1 = {it.cid[1], it.dir[1], it.lower, NULL, {64, 0.1, 16}};
+    runtime_spec_t spec1 = { it.cid[1], it.dir[1], it.lower, NULL, { 64, 0.1, 16 } };
     rc = runtime_prepare (&bad, &spec1, &err);
     if (rc == 0)
         rc = runtime_start (&bad, &spec1, &err);
@@ -714,10 +731,10 @@ test_integration (void)
     rc = runtime_destroy (&it.cfg, it.cid[0], it.dir[0], &err);
     ms = (util_mono_us () - t0) / 1000;
     s_ok (rc == 0, "destroy: %s", rc == 0 ? "ok" : err.message);
-    printf ("# runtime_destroy took %lld ms\n", (long long) ms);
+    printf ("# runtime_destroy took %lld ms\n", (long long)ms);
     s_ok (s_mounts_at (rootfs) == 0, "no mount left at bundle/rootfs");
     s_ok (stat (it.dir[0], &st) < 0 && errno == ENOENT, "sandbox dir removed");
-    char *list[] = {"runc", "--root", it.root, "list", "-q", NULL};
+    char *list[] = { "runc", "--root", it.root, "list", "-q", NULL };
     char listed[1024];
     util_run (list, listed, sizeof listed);
     s_ok (listed[0] == '\0', "runc list is empty%s%s", listed[0] ? ": " : "", listed);
@@ -775,8 +792,8 @@ static FILE *s_out;
 #define PROBE(name, expr)                                                                          \
     do {                                                                                           \
         errno = 0;                                                                                 \
-        long r_ = (long) (expr);                                                                   \
-        fprintf (s_out, "%s=%d\n", name, r_ < 0 ? errno : 0);                                     \
+        long r_ = (long)(expr);                                                                    \
+        fprintf (s_out, "%s=%d\n", name, r_ < 0 ? errno : 0);                                      \
     } while (0)
 
 static void *
@@ -811,7 +828,7 @@ s_clone (unsigned long flags)
         _exit (0);
     if (r < 0)
         return errno;
-    waitpid ((pid_t) r, NULL, 0);
+    waitpid ((pid_t)r, NULL, 0);
     return 0;
 }
 
@@ -849,8 +866,8 @@ main (void)
         perror ("test-agent: /tmp/report.tmp");
         return 1;
     }
-    fprintf (s_out, "uid=%d\ngid=%d\ngroups=%d\npid=%d\n", (int) getuid (), (int) getgid (),
-             getgroups (0, NULL), (int) getpid ());
+    fprintf (s_out, "uid=%d\ngid=%d\ngroups=%d\npid=%d\n", (int)getuid (), (int)getgid (),
+             getgroups (0, NULL), (int)getpid ());
     fprintf (s_out, "cwd=%s\n", getcwd (buf, sizeof buf) ? buf : "?");
     s_status ("CapInh");
     s_status ("CapPrm");
@@ -860,14 +877,14 @@ main (void)
     s_status ("NoNewPrivs");
     s_status ("Seccomp");
     getrlimit (RLIMIT_NOFILE, &rl);
-    fprintf (s_out, "nofile=%llu/%llu\n", (unsigned long long) rl.rlim_cur,
-             (unsigned long long) rl.rlim_max);
+    fprintf (s_out, "nofile=%llu/%llu\n", (unsigned long long)rl.rlim_cur,
+             (unsigned long long)rl.rlim_max);
     getrlimit (RLIMIT_CORE, &rl);
-    fprintf (s_out, "core=%llu/%llu\n", (unsigned long long) rl.rlim_cur,
-             (unsigned long long) rl.rlim_max);
+    fprintf (s_out, "core=%llu/%llu\n", (unsigned long long)rl.rlim_cur,
+             (unsigned long long)rl.rlim_max);
     FILE *f = fopen ("/proc/self/oom_score_adj", "r");
     if (f && fgets (buf, sizeof buf, f))
-        fprintf (s_out, "oom=%.*s\n", (int) strcspn (buf, "\n"), buf);
+        fprintf (s_out, "oom=%.*s\n", (int)strcspn (buf, "\n"), buf);
     if (f)
         fclose (f);
     gethostname (buf, sizeof buf);
@@ -888,7 +905,7 @@ main (void)
     f = fopen ("/proc/self/cgroup", "r");
     while (f && fgets (buf, sizeof buf, f))
         if (strstr (buf, ":memory:"))
-            fprintf (s_out, "memcg=%.*s\n", (int) strcspn (strstr (buf, ":memory:") + 8, "\n"),
+            fprintf (s_out, "memcg=%.*s\n", (int)strcspn (strstr (buf, ":memory:") + 8, "\n"),
                      strstr (buf, ":memory:") + 8);
     if (f)
         fclose (f);
@@ -900,7 +917,7 @@ main (void)
     fprintf (s_out, "clone_newuser=%d\n", s_clone (CLONE_NEWUSER));
     fprintf (s_out, "clone_newnet=%d\n", s_clone (CLONE_NEWNET));
     fprintf (s_out, "clone_plain=%d\n", s_clone (0));
-    unsigned long long clone3_args[11] = {0};
+    unsigned long long clone3_args[11] = { 0 };
     clone3_args[4] = SIGCHLD; /* exit_signal */
     PROBE ("clone3", syscall (435, clone3_args, sizeof clone3_args));
     pthread_t t;
