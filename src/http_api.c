@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #define VERSION_STRING   PACKAGE_VERSION
 #define SSE_KEEPALIVE_MS 15000
+#define SSE_POLL_MS      250
 
 struct _http_api_t {
     const config_t *cfg;
@@ -81,7 +83,20 @@ typedef struct {
     char *pending;
     size_t pending_len, pending_pos;
     int done;
+    int fd;               /* the client's socket, to notice it hang up */
+    int64_t keepalive_at; /* monotonic ms of the next keepalive comment */
 } stream_t;
+
+/* True when the client closed its side of the connection. A silent command
+   would otherwise only notice at the next keepalive write. */
+static int
+s_client_gone (int fd)
+{
+    if (fd < 0)
+        return 0;
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+    return poll (&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
 
 static void
 s_stream_push (stream_t *st, const char *event, json_t *data)
@@ -152,15 +167,20 @@ s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
         st->pending_len = st->pending_pos = 0;
         if (st->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
+        if (s_client_gone (st->fd))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         exec_event_t ev;
         err_t err = { 0 };
-        int got = exec_next (st->exec, SSE_KEEPALIVE_MS, &ev, &err);
+        int got = exec_next (st->exec, SSE_POLL_MS, &ev, &err);
         if (got < 0) {
             s_stream_push (st, "error",
                            json_pack ("{s:s, s:s}", "code", err.code, "message", err.message));
             st->done = 1;
         }
         else if (got == 0) {
+            if (util_mono_ms () < st->keepalive_at)
+                continue;
+            st->keepalive_at = util_mono_ms () + SSE_KEEPALIVE_MS;
             size_t n = strlen (SSE_KEEPALIVE);
             char *grown = realloc (st->pending, n);
             if (!grown)
@@ -200,6 +220,10 @@ s_exec_stream (struct MHD_Connection *conn, exec_t *exec)
         return s_fail (conn, 500, "internal", "out of memory");
     }
     st->exec = exec;
+    st->keepalive_at = util_mono_ms () + SSE_KEEPALIVE_MS;
+    const union MHD_ConnectionInfo *ci
+        = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    st->fd = ci ? ci->connect_fd : -1;
     s_stream_push (st, "start", json_pack ("{s:i}", "pid", exec_pid (exec)));
     struct MHD_Response *resp = MHD_create_response_from_callback (
         MHD_SIZE_UNKNOWN, 64 * 1024, s_stream_read, st, s_stream_free);
@@ -283,6 +307,19 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     if (id && !util_valid_id (id))
         return s_fail (conn, 404, "not_found", "no such sandbox");
 
+    /* Method first, so a wrong method is a 405 whatever the body holds. */
+    const char *allowed = n == 2                                 ? "GET, POST"
+                          : n == 3                               ? "GET, PATCH, DELETE"
+                          : (n == 4 && !strcmp (seg[3], "exec")) ? "POST"
+                                                                 : NULL;
+    if (!allowed)
+        return s_fail (conn, 404, "not_found", "no such route");
+    if (!(is_get || is_post || is_patch || is_delete) || !strstr (allowed, method)) {
+        char msg[64];
+        snprintf (msg, sizeof msg, "use %s", allowed);
+        return s_fail (conn, 405, "method_not_allowed", msg);
+    }
+
     json_t *body = NULL;
     if (is_post || is_patch) {
         body = jsonv_parse_object (req->body, req->len, n == 2, &err);
@@ -291,54 +328,33 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     }
 
     enum MHD_Result rc;
-    if (n == 2) {
-        if (is_get && sandbox_list (self->mgr, tenant, &out, &err) == 0)
-            rc = s_send_json (conn, 200, out);
-        else if (is_post) {
-            int created = 0;
-            if (sandbox_create (self->mgr, tenant, body, &out, &created, &err) == 0)
-                rc = s_send_json (conn, created ? 201 : 200, out);
-            else
-                rc = s_send_error (conn, &err);
-        }
-        else if (is_get)
-            rc = s_send_error (conn, &err);
-        else
-            rc = s_fail (conn, 405, "method_not_allowed", "use GET or POST");
+    int ok, status = 200;
+    if (n == 2 && is_get)
+        ok = sandbox_list (self->mgr, tenant, &out, &err) == 0;
+    else if (n == 2) {
+        int created = 0;
+        ok = sandbox_create (self->mgr, tenant, body, &out, &created, &err) == 0;
+        status = created ? 201 : 200;
     }
+    else if (n == 3 && is_get)
+        ok = sandbox_get (self->mgr, tenant, id, &out, &err) == 0;
+    else if (n == 3 && is_patch)
+        ok = sandbox_extend (self->mgr, tenant, id, body, &out, &err) == 0;
     else if (n == 3) {
-        if (is_get)
-            rc = sandbox_get (self->mgr, tenant, id, &out, &err) == 0 ? s_send_json (conn, 200, out)
-                                                                      : s_send_error (conn, &err);
-        else if (is_patch)
-            rc = sandbox_extend (self->mgr, tenant, id, body, &out, &err) == 0
-                     ? s_send_json (conn, 200, out)
-                     : s_send_error (conn, &err);
-        else if (is_delete)
-            rc = sandbox_delete (self->mgr, tenant, id, &err) == 0 ? s_send_json (
-                     conn, 200, json_pack ("{s:s, s:s}", "id", id, "status", "deleted"))
-                                                                   : s_send_error (conn, &err);
-        else
-            rc = s_fail (conn, 405, "method_not_allowed", "use GET, PATCH or DELETE");
+        ok = sandbox_delete (self->mgr, tenant, id, &err) == 0;
+        if (ok)
+            out = json_pack ("{s:s, s:s}", "id", id, "status", "deleted");
     }
-    else if (n == 4 && !strcmp (seg[3], "exec")) {
-        if (!is_post)
-            rc = s_fail (conn, 405, "method_not_allowed", "use POST");
-        else {
-            exec_t *exec = exec_start (self->mgr, tenant, id, body, &err);
-            if (!exec)
-                rc = s_send_error (conn, &err);
-            else if (s_wants_sse (conn))
-                rc = s_exec_stream (conn, exec);
-            else {
-                out = exec_collect (exec, &err);
-                exec_destroy (&exec);
-                rc = out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
-            }
-        }
+    else {
+        exec_t *exec = exec_start (self->mgr, tenant, id, body, &err);
+        json_decref (body);
+        if (exec && s_wants_sse (conn))
+            return s_exec_stream (conn, exec);
+        out = exec ? exec_collect (exec, &err) : NULL;
+        exec_destroy (&exec);
+        return out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
     }
-    else
-        rc = s_fail (conn, 404, "not_found", "no such route");
+    rc = ok ? s_send_json (conn, (unsigned)status, out) : s_send_error (conn, &err);
     json_decref (body);
     return rc;
 }
