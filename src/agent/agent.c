@@ -143,10 +143,17 @@ s_mono_us (void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Per-request lines are DEBUG and dropped unless SANDBOXD_AGENT_DEBUG is
+   set: agent.log sits on the broker's disk, and a tenant decides how many
+   requests its sandbox gets. */
+static bool s_debug;
+
 /* One line to stderr: "2026-11-21T10:00:00.123Z INFO  sandbox-agent: msg".
    Control characters are blanked so input cannot forge extra lines. */
 static void __attribute__ ((format (printf, 2, 3))) s_log (const char *level, const char *fmt, ...)
 {
+    if (!s_debug && strcmp (level, "DEBUG") == 0)
+        return;
     char line[2048], ts[32], base[24];
     struct timespec now;
     struct tm tm;
@@ -229,7 +236,7 @@ s_send_error (agent_t *self, const unsigned char *tag, size_t tag_len, const cha
                 *p = '?';
         jmsg = json_string (msg);
     }
-    s_log ("WARN", "request failed: %s: %s", code, msg);
+    s_log ("DEBUG", "request failed: %s: %s", code, msg);
     return s_send (self, tag, tag_len,
                    json_pack ("{s:s, s:s, s:o*}", "ev", "error", "code", code, "message", jmsg),
                    NULL, 0, false);
@@ -659,7 +666,7 @@ s_exec_on_status (agent_t *self, exec_t *e)
         e->cwd = NULL;
         s_send (self, e->tag, e->tag_len,
                 json_pack ("{s:s, s:I}", "ev", "start", "pid", (json_int_t)e->pid), NULL, 0, false);
-        s_log ("INFO", "exec pid %d started", (int)e->pid);
+        s_log ("DEBUG", "exec pid %d started", (int)e->pid);
         return;
     }
     child_failure_t f = { .stage = STAGE_SETUP, .err = n < 0 ? read_errno : EIO };
@@ -748,7 +755,7 @@ s_exec_maybe_finish (agent_t *self, exec_t *e, int64_t now_us)
                        signame, "timed_out", e->timed_out, "truncated", e->truncated, "duration_ms",
                        duration),
             NULL, 0, false);
-    s_log ("INFO", "exec pid %d exited: code %d%s%s, %lld ms%s", (int)e->pid, code,
+    s_log ("DEBUG", "exec pid %d exited: code %d%s%s, %lld ms%s", (int)e->pid, code,
            e->timed_out ? ", timed out" : "", e->truncated ? ", truncated" : "",
            (long long)duration, drained ? "" : ", pipes still held open");
     s_exec_free (self, e);
@@ -809,7 +816,7 @@ s_check_deadlines (agent_t *self, int64_t now_us)
             && now_us / 1000 >= e->deadline_ms) {
             e->timed_out = true;
             s_exec_kill (e, SIGKILL);
-            s_log ("INFO", "exec pid %d timed out, killed its process group", (int)e->pid);
+            s_log ("DEBUG", "exec pid %d timed out, killed its process group", (int)e->pid);
         }
     }
 }
@@ -872,7 +879,7 @@ s_op_signal (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hd
         exec_t *e = &self->execs[i];
         if (e->used && !e->reaped && e->pid == pid) {
             s_exec_kill (e, signo);
-            s_log ("INFO", "sent SIG%s to process group %d", name, (int)pid);
+            s_log ("DEBUG", "sent SIG%s to process group %d", name, (int)pid);
             s_send (self, tag, tag_len, json_pack ("{s:s}", "ev", "ok"), NULL, 0, false);
             return;
         }
@@ -1206,6 +1213,7 @@ main (int argc, char *argv[])
     const char *endpoint = argc > 1 ? argv[1] : getenv ("SANDBOXD_AGENT_ENDPOINT");
     if (!endpoint || !*endpoint)
         endpoint = AGENT_DEFAULT_ENDPOINT;
+    s_debug = getenv ("SANDBOXD_AGENT_DEBUG") != NULL;
 
     s_fix_stdio ();
     /* Tenant code runs as our uid: keep it from ptracing or reading us. */
