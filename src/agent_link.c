@@ -690,6 +690,12 @@ agent_call_fd (agent_call_t *self)
     return fd;
 }
 
+void *
+agent_call_socket (agent_call_t *self)
+{
+    return self->sock;
+}
+
 void
 agent_call_destroy (agent_call_t **self_p)
 {

@@ -49,6 +49,10 @@ int agent_call_recv (agent_call_t *self, int timeout_ms, json_t **header, char *
    timeout after it fires). */
 int agent_call_fd (agent_call_t *self);
 
+/* The call's ZeroMQ socket, for zmq_poll by the thread that owns the call;
+   read it only through agent_call_recv. */
+void *agent_call_socket (agent_call_t *self);
+
 void agent_call_destroy (agent_call_t **self_p);
 
 /* Send ping until a pong arrives or timeout_ms passes. 0 when the agent

@@ -42,6 +42,11 @@ config_defaults (config_t *cfg)
     cfg->max_pids = 4096;
     cfg->max_connections = 256;
     cfg->reap_interval_ms = 1000;
+    cfg->warm_kernels_python = 1;
+    cfg->warm_kernels_javascript = 0;
+    cfg->warm_kernels_typescript = 0;
+    cfg->max_contexts_per_sandbox = 16;
+    cfg->max_result_bytes = 32 << 20;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -82,6 +87,11 @@ static const key_t_ s_keys[] = {
     { I (max_pids, 8, 1000000) },
     { I (max_connections, 4, 100000) },
     { I (reap_interval_ms, 10, 3600000) },
+    { I (warm_kernels_python, 0, 8) },
+    { I (warm_kernels_javascript, 0, 8) },
+    { I (warm_kernels_typescript, 0, 8) },
+    { I (max_contexts_per_sandbox, 1, 256) },
+    { I (max_result_bytes, 65536, 1073741824) },
 };
 
 int

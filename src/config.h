@@ -29,6 +29,9 @@ typedef struct {
     int64_t default_pids, max_pids;
     int64_t max_connections;
     int64_t reap_interval_ms;
+    int64_t warm_kernels_python, warm_kernels_javascript, warm_kernels_typescript;
+    int64_t max_contexts_per_sandbox;
+    int64_t max_result_bytes;
 } config_t;
 
 /* Fill cfg with the built-in defaults. */

@@ -5,12 +5,16 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "contexts.h"
 #include "exec.h"
 #include "jsonv.h"
 #include "sse.h"
@@ -23,6 +27,7 @@ struct _http_api_t {
     const config_t *cfg;
     auth_t *auth;
     sandbox_mgr_t *mgr;
+    contexts_t *ctxs;
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -271,6 +276,212 @@ s_wants_sse (struct MHD_Connection *conn)
     return accept && strstr (accept, "text/event-stream") != NULL;
 }
 
+/* --- streaming runCode ----------------------------------------------------------
+   The run blocks in its own thread and pushes events into a queue; the
+   response callback drains it. The last of the two to let go frees it. */
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char *buf;
+    size_t len, pos;
+    bool finished;
+    bool client_gone;
+    int refs;
+    int fd;
+    int64_t keepalive_at;
+    code_run_t *run;
+} code_stream_t;
+
+static void
+s_cs_unref (code_stream_t *cs)
+{
+    pthread_mutex_lock (&cs->lock);
+    int left = --cs->refs;
+    pthread_mutex_unlock (&cs->lock);
+    if (left > 0)
+        return;
+    pthread_mutex_destroy (&cs->lock);
+    pthread_cond_destroy (&cs->cond);
+    free (cs->buf);
+    free (cs);
+}
+
+/* Append one SSE event (data stolen) under the lock. */
+static void
+s_cs_push_locked (code_stream_t *cs, const char *event, json_t *data)
+{
+    json_object_set_new (data, "type", json_string (event));
+    size_t len = 0;
+    char *text = sse_format (event, data, &len);
+    json_decref (data);
+    if (!text)
+        return;
+    if (cs->pos == cs->len)
+        cs->pos = cs->len = 0;
+    char *grown = realloc (cs->buf, cs->len + len);
+    if (grown) {
+        cs->buf = grown;
+        memcpy (cs->buf + cs->len, text, len);
+        cs->len += len;
+    }
+    free (text);
+    pthread_cond_signal (&cs->cond);
+}
+
+static int
+s_cs_sink (void *arg, json_t *event)
+{
+    code_stream_t *cs = arg;
+    const char *name = json_string_value (json_object_get (event, "event"));
+    json_t *data = json_object_get (event, "data");
+    pthread_mutex_lock (&cs->lock);
+    int gone = cs->client_gone;
+    if (!gone && name && json_is_object (data))
+        s_cs_push_locked (cs, name, json_deep_copy (data));
+    pthread_mutex_unlock (&cs->lock);
+    return gone;
+}
+
+static void *
+s_cs_thread (void *arg)
+{
+    code_stream_t *cs = arg;
+    err_t err = { 0 };
+    json_t *out = contexts_run_execute (cs->run, s_cs_sink, cs, &err);
+    pthread_mutex_lock (&cs->lock);
+    if (out)
+        s_cs_push_locked (cs, "end", json_pack ("{s:o}", "execution", out));
+    else
+        s_cs_push_locked (cs, "error",
+                          json_pack ("{s:s, s:s}", "code", err.code, "message", err.message));
+    cs->finished = true;
+    pthread_cond_signal (&cs->cond);
+    pthread_mutex_unlock (&cs->lock);
+    s_cs_unref (cs);
+    return NULL;
+}
+
+static ssize_t
+s_cs_read (void *cls, uint64_t pos, char *buf, size_t max)
+{
+    code_stream_t *cs = cls;
+    pthread_mutex_lock (&cs->lock);
+    while (cs->pos == cs->len && !cs->finished) {
+        if (s_client_gone (cs->fd)) {
+            cs->client_gone = true;
+            pthread_mutex_unlock (&cs->lock);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (util_mono_ms () >= cs->keepalive_at) {
+            cs->keepalive_at = util_mono_ms () + SSE_KEEPALIVE_MS;
+            size_t n = strlen (SSE_KEEPALIVE);
+            pthread_mutex_unlock (&cs->lock);
+            memcpy (buf, SSE_KEEPALIVE, n < max ? n : max);
+            return (ssize_t)(n < max ? n : max);
+        }
+        struct timespec ts;
+        clock_gettime (CLOCK_REALTIME, &ts);
+        ts.tv_nsec += SSE_POLL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait (&cs->cond, &cs->lock, &ts);
+    }
+    if (cs->pos == cs->len) {
+        pthread_mutex_unlock (&cs->lock);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = cs->len - cs->pos;
+    if (n > max)
+        n = max;
+    memcpy (buf, cs->buf + cs->pos, n);
+    cs->pos += n;
+    pthread_mutex_unlock (&cs->lock);
+    return (ssize_t)n;
+}
+
+static void
+s_cs_free (void *cls)
+{
+    code_stream_t *cs = cls;
+    pthread_mutex_lock (&cs->lock);
+    cs->client_gone = true; /* the run is interrupted at its next event */
+    pthread_mutex_unlock (&cs->lock);
+    s_cs_unref (cs);
+}
+
+static enum MHD_Result
+s_code_stream (struct MHD_Connection *conn, code_run_t *run)
+{
+    code_stream_t *cs = calloc (1, sizeof *cs);
+    if (!cs) {
+        contexts_run_free (run);
+        return s_fail (conn, 500, "internal", "out of memory");
+    }
+    pthread_mutex_init (&cs->lock, NULL);
+    pthread_cond_init (&cs->cond, NULL);
+    cs->run = run;
+    cs->refs = 2;
+    cs->keepalive_at = util_mono_ms () + SSE_KEEPALIVE_MS;
+    const union MHD_ConnectionInfo *ci
+        = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    cs->fd = ci ? ci->connect_fd : -1;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init (&attr);
+    pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+    int started = pthread_create (&t, &attr, s_cs_thread, cs) == 0;
+    pthread_attr_destroy (&attr);
+    if (!started) {
+        contexts_run_free (run);
+        free (cs);
+        return s_fail (conn, 500, "internal", "cannot start the run");
+    }
+    struct MHD_Response *resp
+        = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 64 * 1024, s_cs_read, cs, s_cs_free);
+    if (!resp) {
+        s_cs_free (cs);
+        return MHD_NO;
+    }
+    MHD_add_response_header (resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header (resp, "Cache-Control", "no-cache");
+    MHD_add_response_header (resp, "X-Accel-Buffering", "no");
+    enum MHD_Result rc = MHD_queue_response (conn, 200, resp);
+    MHD_destroy_response (resp);
+    return rc;
+}
+
+typedef enum {
+    R_SANDBOXES,
+    R_SANDBOX,
+    R_EXEC,
+    R_CODE,
+    R_CONTEXTS,
+    R_CONTEXT,
+    R_CTX_INTERRUPT,
+    R_CTX_RESTART,
+} route_t;
+
+/* Routes under /v1/sandboxes: segment count, the 4th and 6th segments
+   (NULL: the id slot or absent), and the methods allowed. */
+static const struct {
+    int nseg;
+    const char *s3, *s5;
+    route_t route;
+    const char *allowed;
+} s_routes[] = {
+    { 2, NULL, NULL, R_SANDBOXES, "GET, POST" },
+    { 3, NULL, NULL, R_SANDBOX, "GET, PATCH, DELETE" },
+    { 4, "exec", NULL, R_EXEC, "POST" },
+    { 4, "code", NULL, R_CODE, "POST" },
+    { 4, "contexts", NULL, R_CONTEXTS, "GET, POST" },
+    { 5, "contexts", NULL, R_CONTEXT, "GET, DELETE" },
+    { 6, "contexts", "interrupt", R_CTX_INTERRUPT, "POST" },
+    { 6, "contexts", "restart", R_CTX_RESTART, "POST" },
+};
+
 static enum MHD_Result
 s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *url,
          request_t *req)
@@ -301,51 +512,62 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         return s_fail (conn, 413, "body_too_large", msg);
     }
 
-    int is_get = !strcmp (method, "GET"), is_post = !strcmp (method, "POST");
-    int is_patch = !strcmp (method, "PATCH"), is_delete = !strcmp (method, "DELETE");
+    int found = -1;
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++)
+        if (s_routes[i].nseg == n && (!s_routes[i].s3 || !strcmp (seg[3], s_routes[i].s3))
+            && (!s_routes[i].s5 || !strcmp (seg[5], s_routes[i].s5))) {
+            found = (int)i;
+            break;
+        }
+    if (found < 0)
+        return s_fail (conn, 404, "not_found", "no such route");
+    route_t route = s_routes[found].route;
     const char *id = n >= 3 ? seg[2] : NULL;
+    const char *ctx = n >= 5 ? seg[4] : NULL;
     if (id && !util_valid_id (id))
         return s_fail (conn, 404, "not_found", "no such sandbox");
+    if (ctx && !util_valid_id (ctx))
+        return s_fail (conn, 404, "not_found", "no such context");
 
     /* Method first, so a wrong method is a 405 whatever the body holds. */
-    const char *allowed = n == 2                                 ? "GET, POST"
-                          : n == 3                               ? "GET, PATCH, DELETE"
-                          : (n == 4 && !strcmp (seg[3], "exec")) ? "POST"
-                                                                 : NULL;
-    if (!allowed)
-        return s_fail (conn, 404, "not_found", "no such route");
-    if (!(is_get || is_post || is_patch || is_delete) || !strstr (allowed, method)) {
+    int is_get = !strcmp (method, "GET"), is_post = !strcmp (method, "POST");
+    int is_patch = !strcmp (method, "PATCH"), is_delete = !strcmp (method, "DELETE");
+    if (!(is_get || is_post || is_patch || is_delete)
+        || !strstr (s_routes[found].allowed, method)) {
         char msg[64];
-        snprintf (msg, sizeof msg, "use %s", allowed);
+        snprintf (msg, sizeof msg, "use %s", s_routes[found].allowed);
         return s_fail (conn, 405, "method_not_allowed", msg);
     }
 
     json_t *body = NULL;
     if (is_post || is_patch) {
-        body = jsonv_parse_object (req->body, req->len, n == 2, &err);
+        bool may_be_empty = route == R_SANDBOXES || route == R_CONTEXTS || route == R_CTX_INTERRUPT
+                            || route == R_CTX_RESTART;
+        body = jsonv_parse_object (req->body, req->len, may_be_empty, &err);
         if (!body)
             return s_send_error (conn, &err);
     }
 
-    enum MHD_Result rc;
-    int ok, status = 200;
-    if (n == 2 && is_get)
-        ok = sandbox_list (self->mgr, tenant, &out, &err) == 0;
-    else if (n == 2) {
-        int created = 0;
-        ok = sandbox_create (self->mgr, tenant, body, &out, &created, &err) == 0;
-        status = created ? 201 : 200;
-    }
-    else if (n == 3 && is_get)
-        ok = sandbox_get (self->mgr, tenant, id, &out, &err) == 0;
-    else if (n == 3 && is_patch)
-        ok = sandbox_extend (self->mgr, tenant, id, body, &out, &err) == 0;
-    else if (n == 3) {
-        ok = sandbox_delete (self->mgr, tenant, id, &err) == 0;
-        if (ok)
+    int ok = 0, status = 200;
+    switch (route) {
+    case R_SANDBOXES:
+        if (is_get)
+            ok = sandbox_list (self->mgr, tenant, &out, &err) == 0;
+        else {
+            int created = 0;
+            ok = sandbox_create (self->mgr, tenant, body, &out, &created, &err) == 0;
+            status = created ? 201 : 200;
+        }
+        break;
+    case R_SANDBOX:
+        if (is_get)
+            ok = sandbox_get (self->mgr, tenant, id, &out, &err) == 0;
+        else if (is_patch)
+            ok = sandbox_extend (self->mgr, tenant, id, body, &out, &err) == 0;
+        else if ((ok = sandbox_delete (self->mgr, tenant, id, &err) == 0))
             out = json_pack ("{s:s, s:s}", "id", id, "status", "deleted");
-    }
-    else {
+        break;
+    case R_EXEC: {
         exec_t *exec = exec_start (self->mgr, tenant, id, body, &err);
         json_decref (body);
         if (exec && s_wants_sse (conn))
@@ -354,9 +576,38 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         exec_destroy (&exec);
         return out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
     }
-    rc = ok ? s_send_json (conn, (unsigned)status, out) : s_send_error (conn, &err);
+    case R_CODE: {
+        code_run_t *run = contexts_run_prepare (self->ctxs, tenant, id, body, &err);
+        json_decref (body);
+        if (run && s_wants_sse (conn))
+            return s_code_stream (conn, run);
+        out = run ? contexts_run_execute (run, NULL, NULL, &err) : NULL;
+        return out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
+    }
+    case R_CONTEXTS:
+        if (is_get)
+            ok = contexts_list (self->ctxs, tenant, id, &out, &err) == 0;
+        else {
+            ok = contexts_create (self->ctxs, tenant, id, body, &out, &err) == 0;
+            status = 201;
+        }
+        break;
+    case R_CONTEXT:
+        if (is_get)
+            ok = contexts_get (self->ctxs, tenant, id, ctx, &out, &err) == 0;
+        else if ((ok = contexts_delete (self->ctxs, tenant, id, ctx, &err) == 0))
+            out = json_pack ("{s:s, s:s}", "id", ctx, "status", "deleted");
+        break;
+    case R_CTX_INTERRUPT:
+        if ((ok = contexts_interrupt (self->ctxs, tenant, id, ctx, &err) == 0))
+            out = json_pack ("{s:s, s:b}", "id", ctx, "interrupted", 1);
+        break;
+    case R_CTX_RESTART:
+        ok = contexts_restart (self->ctxs, tenant, id, ctx, &out, &err) == 0;
+        break;
+    }
     json_decref (body);
-    return rc;
+    return ok ? s_send_json (conn, (unsigned)status, out) : s_send_error (conn, &err);
 }
 
 static enum MHD_Result
@@ -471,7 +722,7 @@ s_parse_listen (const char *listen, struct sockaddr_storage *ss, socklen_t *ssle
 }
 
 http_api_t *
-http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, err_t *err)
+http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs, err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -493,6 +744,7 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, err_t *er
     self->cfg = cfg;
     self->auth = auth;
     self->mgr = mgr;
+    self->ctxs = ctxs;
     unsigned flags
         = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)

@@ -6,6 +6,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "contexts.h"
 #include "sandbox.h"
 #include "util.h"
 
@@ -14,7 +15,8 @@ typedef struct _http_api_t http_api_t;
 /* Parse cfg->listen and start serving. Without tokens (auth open) only a
    loopback address is accepted. Caller owns the result and must destroy it
    (which stops the server). */
-http_api_t *http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, err_t *err);
+http_api_t *http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs,
+                            err_t *err);
 
 /* The port actually bound (useful with port 0). */
 int http_api_port (const http_api_t *self);

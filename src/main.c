@@ -13,6 +13,7 @@
 #include "agent_link.h"
 #include "auth.h"
 #include "config.h"
+#include "contexts.h"
 #include "http_api.h"
 #include "registry.h"
 #include "sandbox.h"
@@ -173,7 +174,8 @@ main (int argc, char **argv)
     agent_link_t *link
         = reg ? agent_link_new ((size_t)cfg.max_output_bytes * 2 + (1 << 20), &err) : NULL;
     sandbox_mgr_t *mgr = link ? sandbox_mgr_new (&cfg, reg, link, &err) : NULL;
-    if (!mgr || sandbox_mgr_recover (mgr, &err) < 0) {
+    contexts_t *ctxs = mgr ? contexts_new (mgr, &cfg, &err) : NULL;
+    if (!ctxs || sandbox_mgr_recover (mgr, &err) < 0) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
         return 1;
     }
@@ -183,7 +185,7 @@ main (int argc, char **argv)
     pthread_t reaper_thread;
     pthread_create (&reaper_thread, NULL, s_reaper, &reaper);
 
-    http_api_t *http = http_api_start (&cfg, auth, mgr, &err);
+    http_api_t *http = http_api_start (&cfg, auth, mgr, ctxs, &err);
     if (!http) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
         return 1;
@@ -205,6 +207,7 @@ main (int argc, char **argv)
     pthread_cond_signal (&reaper.cond);
     pthread_mutex_unlock (&reaper.lock);
     pthread_join (reaper_thread, NULL);
+    contexts_destroy (&ctxs);
     sandbox_mgr_destroy (&mgr);
     agent_link_destroy (&link);
     registry_destroy (&reg);

@@ -30,6 +30,7 @@
 #define S_OOM_SCORE_ADJ  500
 #define S_AGENT_PATH     "/opt/sandboxd/agent"
 #define S_CTL_PATH       "/run/sandboxd"
+#define S_KERNELS_PATH   "/run/kernels"
 #define S_DEFAULT_PARENT "/sandboxd"
 #define S_ERR_TAIL       400
 
@@ -340,9 +341,10 @@ s_seccomp (void)
 json_t *
 runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
 {
-    char ctl[4096], cgpath[512];
+    char ctl[4096], kernels[4096], cgpath[512];
     if (!cfg || !spec || !s_valid_cid (spec->cid) || !s_valid_dir (spec->dir) || !cfg->agent_path
         || s_path (ctl, sizeof ctl, spec->dir, "ctl") < 0
+        || s_path (kernels, sizeof kernels, spec->dir, "kernels") < 0
         || s_cgroups_path (cfg, spec->cid, cgpath, sizeof cgpath) < 0)
         return NULL;
 
@@ -367,6 +369,7 @@ runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
     static const char *const sys_opts[] = { "nosuid", "noexec", "nodev", "ro", NULL };
     static const char *const ctl_opts[] = { "rbind", "ro", "nosuid", "nodev", "noexec", NULL };
     static const char *const agent_opts[] = { "rbind", "ro", "nosuid", "nodev", NULL };
+    static const char *const kernels_opts[] = { "rbind", "rw", "nosuid", "nodev", "noexec", NULL };
     s_add_mount (mounts, "/proc", "proc", "proc", proc_opts);
     s_add_mount (mounts, "/dev", "tmpfs", "tmpfs", dev_opts);
     s_add_mount (mounts, "/dev/pts", "devpts", "devpts", pts_opts);
@@ -375,6 +378,9 @@ runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
     s_add_mount (mounts, "/sys", "sysfs", "sysfs", sys_opts);
     s_add_mount (mounts, S_CTL_PATH, "bind", ctl, ctl_opts);
     s_add_mount (mounts, S_AGENT_PATH, "bind", cfg->agent_path, agent_opts);
+    /* Kernels bind their sockets here; tenant code can write it, so the
+       broker only ever reaches into it through O_NOFOLLOW descriptors. */
+    s_add_mount (mounts, S_KERNELS_PATH, "bind", kernels, kernels_opts);
 
     /* A new network namespace without a path: runc configures and brings
        up loopback in it, and nothing else. */
@@ -444,12 +450,13 @@ runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t 
     if (!s_valid_dir (spec->dir) || !s_valid_dir (spec->lower))
         return err_set (err, 500, "internal", "unsafe sandbox or image path for %s", spec->cid);
 
-    char upper[4096], work[4096], bundle[4096], rootfs[4096], ctl[4096], conf[4096];
+    char upper[4096], work[4096], bundle[4096], rootfs[4096], ctl[4096], conf[4096], kernels[4096];
     if (s_path (upper, sizeof upper, spec->dir, "upper") < 0
         || s_path (work, sizeof work, spec->dir, "work") < 0
         || s_path (bundle, sizeof bundle, spec->dir, "bundle") < 0
         || s_path (rootfs, sizeof rootfs, spec->dir, "bundle/rootfs") < 0
         || s_path (ctl, sizeof ctl, spec->dir, "ctl") < 0
+        || s_path (kernels, sizeof kernels, spec->dir, "kernels") < 0
         || s_path (conf, sizeof conf, spec->dir, "bundle/config.json") < 0)
         return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
 
@@ -464,8 +471,10 @@ runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t 
        container's root instead. */
     if (s_mkdir (spec->dir, 0700, err) < 0 || s_mkdir (upper, 0755, err) < 0
         || s_mkdir (work, 0700, err) < 0 || s_mkdir (bundle, 0700, err) < 0
-        || s_mkdir (ctl, 0755, err) < 0)
+        || s_mkdir (ctl, 0755, err) < 0 || s_mkdir (kernels, 0700, err) < 0)
         return err_prefix (err, "preparing sandbox %s", spec->cid);
+    if (chown (kernels, S_UID, S_GID) < 0)
+        return err_set (err, 500, "internal", "chown %s: %s", kernels, strerror (errno));
     if (util_mkdir_p (rootfs, 0755) < 0)
         return err_set (err, 500, "internal", "creating %s: %s", rootfs, strerror (errno));
 

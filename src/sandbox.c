@@ -23,6 +23,8 @@ struct _sandbox_mgr_t {
     /* Serialises the check-then-act steps of create and delete (quota,
        existence, status changes); container work happens outside it. */
     pthread_mutex_t lock;
+    sandbox_hook_fn *on_started, *on_stopped;
+    void *hook_arg;
 };
 
 static void
@@ -136,11 +138,37 @@ s_start (sandbox_mgr_t *self, const registry_rec_t *rec, bool start_container, e
     return 0;
 }
 
+void
+sandbox_mgr_set_hooks (sandbox_mgr_t *self, sandbox_hook_fn *started, sandbox_hook_fn *stopped,
+                       void *arg)
+{
+    self->on_started = started;
+    self->on_stopped = stopped;
+    self->hook_arg = arg;
+}
+
+void
+sandbox_mgr_dir (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
+{
+    s_dir_of (self, cid, buf, size);
+}
+
+static void
+s_notify (sandbox_mgr_t *self, sandbox_hook_fn *fn, const char *cid)
+{
+    char dir[1200];
+    if (!fn)
+        return;
+    s_dir_of (self, cid, dir, sizeof dir);
+    fn (self->hook_arg, cid, dir);
+}
+
 static void
 s_destroy_container (sandbox_mgr_t *self, const char *cid)
 {
     char dir[1200];
     err_t err = { 0 };
+    s_notify (self, self->on_stopped, cid);
     agent_link_detach (self->link, cid);
     s_dir_of (self, cid, dir, sizeof dir);
     if (runtime_destroy (&self->rt, cid, dir, &err) < 0)
@@ -285,6 +313,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
     }
     registry_set_status (self->reg, tenant, rec.id, "running", NULL);
     snprintf (rec.status, sizeof rec.status, "running");
+    s_notify (self, self->on_started, rec.cid);
     log_info ("tenant=%s sandbox=%s cid=%s: created in %lld ms", tenant, rec.id, rec.cid,
               (long long)(util_mono_ms () - t0));
     *out = s_to_json (&rec);
@@ -417,6 +446,7 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
                        rec->cid, rerr.message);
             continue;
         }
+        s_notify (self, self->on_started, rec->cid);
         log_info ("tenant=%s sandbox=%s cid=%s: recovered (%s)", rec->tenant, rec->id, rec->cid,
                   running ? "re-attached" : "restarted");
     }

@@ -42,6 +42,16 @@ int sandbox_delete (sandbox_mgr_t *self, const char *tenant, const char *id, err
 int sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid,
                      json_t **env, err_t *err);
 
+/* Observers of sandbox life: started is called (from the creating thread)
+   once a sandbox's agent answers, after create and after recovery; stopped
+   just before its container is torn down. */
+typedef void (sandbox_hook_fn) (void *arg, const char *cid, const char *dir);
+void sandbox_mgr_set_hooks (sandbox_mgr_t *self, sandbox_hook_fn *started, sandbox_hook_fn *stopped,
+                            void *arg);
+
+/* The host directory of container cid (<state>/sandboxes/<cid>). */
+void sandbox_mgr_dir (sandbox_mgr_t *self, const char *cid, char *buf, size_t size);
+
 agent_link_t *sandbox_mgr_link (sandbox_mgr_t *self);
 const config_t *sandbox_mgr_config (sandbox_mgr_t *self);
 

@@ -1,0 +1,777 @@
+/* contexts.c - code contexts, the per-sandbox warm pool, and runCode.
+
+   One mutex (self->lock) guards the tables: sandboxes, their contexts and
+   pools, and every kernel pointer swap. Kernel work (start, execute,
+   destroy) never happens under it. Each context also has a FIFO ticket
+   lock that serialises its runs, restarts and deletion in arrival order.
+   Contexts and sandbox entries are reference counted, so a sandbox or a
+   context can go away while a run on it is still finishing. */
+#include "contexts.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonv.h"
+
+#define MAX_LANGS 3
+
+typedef struct ctx ctx_t;
+typedef struct sbox sbox_t;
+
+struct ctx {
+    char id[64];
+    kernel_lang_t lang;
+    char cwd[4096];
+    json_t *env;
+    int64_t created_at;
+    kernel_t *kernel; /* NULL: dead or never started; started on next use */
+    bool restarted;
+    bool busy;
+    bool deleted;
+    int refs;
+    sbox_t *box;
+    /* FIFO ticket lock */
+    pthread_cond_t turn;
+    unsigned long next_ticket, serving;
+};
+
+struct sbox {
+    char cid[64];
+    char dir[1200];
+    ctx_t **ctxs;
+    size_t nctxs;
+    kernel_t **pool[MAX_LANGS];
+    size_t npool[MAX_LANGS];
+    int filling[MAX_LANGS]; /* kernels being started for the pool */
+    bool gone;
+    int refs;
+    sbox_t *next;
+};
+
+struct _contexts_t {
+    sandbox_mgr_t *mgr;
+    const config_t *cfg;
+    pthread_mutex_t lock;
+    sbox_t *boxes;
+};
+
+struct _code_run_t {
+    contexts_t *owner;
+    ctx_t *ctx;
+    char *code;
+    int64_t timeout_ms;
+};
+
+/* --- tables (all under self->lock) ----------------------------------------- */
+
+static sbox_t *
+s_box_find (contexts_t *self, const char *cid)
+{
+    for (sbox_t *b = self->boxes; b; b = b->next)
+        if (!b->gone && !strcmp (b->cid, cid))
+            return b;
+    return NULL;
+}
+
+static sbox_t *
+s_box_get (contexts_t *self, const char *cid)
+{
+    sbox_t *b = s_box_find (self, cid);
+    if (b)
+        return b;
+    b = calloc (1, sizeof *b);
+    if (!b)
+        return NULL;
+    snprintf (b->cid, sizeof b->cid, "%s", cid);
+    sandbox_mgr_dir (self->mgr, cid, b->dir, sizeof b->dir);
+    b->refs = 1; /* the table's */
+    b->next = self->boxes;
+    self->boxes = b;
+    return b;
+}
+
+static void
+s_box_unref (contexts_t *self, sbox_t *b)
+{
+    if (--b->refs > 0)
+        return;
+    for (sbox_t **p = &self->boxes; *p; p = &(*p)->next)
+        if (*p == b) {
+            *p = b->next;
+            break;
+        }
+    for (int l = 0; l < MAX_LANGS; l++)
+        free (b->pool[l]);
+    free (b->ctxs);
+    free (b);
+}
+
+static ctx_t *
+s_ctx_find (sbox_t *b, const char *id)
+{
+    for (size_t i = 0; i < b->nctxs; i++)
+        if (!strcmp (b->ctxs[i]->id, id))
+            return b->ctxs[i];
+    return NULL;
+}
+
+/* Drop a reference; the last one frees the context (and its kernel, which
+   the caller must have taken out first if it wants to destroy it outside
+   the lock). */
+static kernel_t *
+s_ctx_unref (contexts_t *self, ctx_t *c)
+{
+    if (--c->refs > 0)
+        return NULL;
+    kernel_t *k = c->kernel;
+    sbox_t *b = c->box;
+    json_decref (c->env);
+    pthread_cond_destroy (&c->turn);
+    free (c);
+    s_box_unref (self, b);
+    return k;
+}
+
+static void
+s_ctx_detach (sbox_t *b, ctx_t *c)
+{
+    for (size_t i = 0; i < b->nctxs; i++)
+        if (b->ctxs[i] == c) {
+            b->ctxs[i] = b->ctxs[--b->nctxs];
+            return;
+        }
+}
+
+static json_t *
+s_ctx_json (const ctx_t *c)
+{
+    char ts[40];
+    const char *status = c->busy ? "busy" : c->kernel ? "idle" : "stopped";
+    return json_pack ("{s:s, s:s, s:s, s:s, s:b, s:s, s:O}", "id", c->id, "language",
+                      kernel_lang_name (c->lang), "cwd", c->cwd, "status", status, "restarted",
+                      c->restarted, "created_at", util_iso8601 (c->created_at, ts, sizeof ts),
+                      "env", c->env);
+}
+
+/* --- FIFO turn per context ---------------------------------------------------- */
+
+static void
+s_turn_take (contexts_t *self, ctx_t *c)
+{
+    unsigned long ticket = c->next_ticket++;
+    while (c->serving != ticket)
+        pthread_cond_wait (&c->turn, &self->lock);
+}
+
+static void
+s_turn_give (ctx_t *c)
+{
+    c->serving++;
+    pthread_cond_broadcast (&c->turn);
+}
+
+/* --- kernels: pool and starts --------------------------------------------------- */
+
+typedef struct {
+    contexts_t *self;
+    sbox_t *box;
+    kernel_lang_t lang;
+} fill_t;
+
+static int64_t
+s_pool_target (contexts_t *self, kernel_lang_t lang)
+{
+    switch (lang) {
+    case KERNEL_PYTHON:
+        return self->cfg->warm_kernels_python;
+    case KERNEL_JAVASCRIPT:
+        return self->cfg->warm_kernels_javascript;
+    case KERNEL_TYPESCRIPT:
+        return self->cfg->warm_kernels_typescript;
+    }
+    return 0;
+}
+
+static void *
+s_fill_thread (void *arg)
+{
+    fill_t *f = arg;
+    contexts_t *self = f->self;
+    err_t err = { 0 };
+    kernel_t *k
+        = kernel_start (sandbox_mgr_link (self->mgr), f->box->cid, f->box->dir, f->lang, &err);
+    if (!k)
+        log_warn ("sandbox cid=%s: warm %s kernel failed: %s", f->box->cid,
+                  kernel_lang_name (f->lang), err.message);
+    pthread_mutex_lock (&self->lock);
+    f->box->filling[f->lang]--;
+    if (k && !f->box->gone) {
+        kernel_t **grown
+            = realloc (f->box->pool[f->lang], (f->box->npool[f->lang] + 1) * sizeof *grown);
+        if (grown) {
+            f->box->pool[f->lang] = grown;
+            grown[f->box->npool[f->lang]++] = k;
+            k = NULL;
+        }
+    }
+    s_box_unref (self, f->box);
+    pthread_mutex_unlock (&self->lock);
+    kernel_destroy (&k);
+    free (f);
+    return NULL;
+}
+
+/* Start background kernels until the pool of lang is at its target
+   (called with the lock held). */
+static void
+s_pool_fill (contexts_t *self, sbox_t *b, kernel_lang_t lang)
+{
+    int64_t want = s_pool_target (self, lang);
+    while (!b->gone && (int64_t)b->npool[lang] + b->filling[lang] < want) {
+        fill_t *f = calloc (1, sizeof *f);
+        pthread_t t;
+        pthread_attr_t attr;
+        if (!f)
+            return;
+        f->self = self;
+        f->box = b;
+        f->lang = lang;
+        b->refs++;
+        b->filling[lang]++;
+        pthread_attr_init (&attr);
+        pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create (&t, &attr, s_fill_thread, f) != 0) {
+            b->refs--;
+            b->filling[lang]--;
+            free (f);
+            pthread_attr_destroy (&attr);
+            return;
+        }
+        pthread_attr_destroy (&attr);
+    }
+}
+
+/* A kernel for context c: from the pool when one is ready, else started
+   now. Then moved to c's cwd and env. Called without the lock, holding
+   c's turn. */
+static kernel_t *
+s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
+{
+    kernel_t *k = NULL;
+    pthread_mutex_lock (&self->lock);
+    sbox_t *b = c->box;
+    while (b->npool[c->lang] > 0 && !k) {
+        k = b->pool[c->lang][--b->npool[c->lang]];
+        pthread_mutex_unlock (&self->lock);
+        if (!kernel_alive (k))
+            kernel_destroy (&k);
+        pthread_mutex_lock (&self->lock);
+    }
+    s_pool_fill (self, b, c->lang);
+    bool gone = b->gone;
+    pthread_mutex_unlock (&self->lock);
+    if (gone) {
+        kernel_destroy (&k);
+        err_set (err, 404, "not_found", "the sandbox was deleted");
+        return NULL;
+    }
+    if (!k)
+        k = kernel_start (sandbox_mgr_link (self->mgr), b->cid, b->dir, c->lang, err);
+    if (!k)
+        return NULL;
+
+    /* Every context starts in its own cwd and env, pooled kernel or not. */
+    char *cwd_json = json_dumps (json_string (c->cwd), JSON_ENCODE_ANY | JSON_COMPACT);
+    json_t *cwd_str = json_string (c->cwd);
+    char *cwd_lit = json_dumps (cwd_str, JSON_ENCODE_ANY | JSON_COMPACT);
+    json_decref (cwd_str);
+    free (cwd_json);
+    char *env_lit = json_dumps (c->env, JSON_COMPACT);
+    size_t n = (cwd_lit ? strlen (cwd_lit) : 0) + (env_lit ? strlen (env_lit) : 0) + 256;
+    char *code = malloc (n);
+    if (!cwd_lit || !env_lit || !code) {
+        free (cwd_lit);
+        free (env_lit);
+        free (code);
+        kernel_destroy (&k);
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    if (c->lang == KERNEL_PYTHON)
+        snprintf (
+            code, n,
+            "import os as _sbx_os\n_sbx_os.chdir(%s)\n_sbx_os.environ.update(%s)\ndel _sbx_os\n",
+            cwd_lit, env_lit);
+    else
+        snprintf (code, n, "process.chdir(%s); Object.assign(process.env, %s);", cwd_lit, env_lit);
+    free (cwd_lit);
+    free (env_lit);
+    json_t *res = kernel_execute (k, code, true, 30000, 1 << 20, NULL, NULL, err);
+    free (code);
+    json_t *error = res ? json_object_get (res, "error") : NULL;
+    if (!res || (error && !json_is_null (error))) {
+        const char *v = error ? json_string_value (json_object_get (error, "value")) : NULL;
+        if (res)
+            err_set (err, 422, "bad_cwd", "cannot enter cwd %s: %s", c->cwd, v ? v : "error");
+        json_decref (res);
+        kernel_destroy (&k);
+        return NULL;
+    }
+    json_decref (res);
+    return k;
+}
+
+/* --- sandbox hooks --------------------------------------------------------------- */
+
+static void
+s_on_started (void *arg, const char *cid, const char *dir)
+{
+    contexts_t *self = arg;
+    pthread_mutex_lock (&self->lock);
+    sbox_t *b = s_box_get (self, cid);
+    if (b)
+        for (int l = 0; l < MAX_LANGS; l++)
+            s_pool_fill (self, b, (kernel_lang_t)l);
+    pthread_mutex_unlock (&self->lock);
+}
+
+static void
+s_on_stopped (void *arg, const char *cid, const char *dir)
+{
+    contexts_t *self = arg;
+    pthread_mutex_lock (&self->lock);
+    sbox_t *b = s_box_find (self, cid);
+    if (!b) {
+        pthread_mutex_unlock (&self->lock);
+        return;
+    }
+    b->gone = true;
+    /* Pool kernels and idle contexts' kernels die with the container; free
+       what we hold. Running contexts release theirs when their run ends. */
+    kernel_t **doomed = NULL;
+    size_t ndoomed = 0;
+    for (int l = 0; l < MAX_LANGS; l++) {
+        for (size_t i = 0; i < b->npool[l]; i++) {
+            kernel_t **g = realloc (doomed, (ndoomed + 1) * sizeof *g);
+            if (g) {
+                doomed = g;
+                doomed[ndoomed++] = b->pool[l][i];
+            }
+        }
+        b->npool[l] = 0;
+    }
+    while (b->nctxs > 0) {
+        ctx_t *c = b->ctxs[0];
+        c->deleted = true;
+        s_ctx_detach (b, c);
+        kernel_t *k = s_ctx_unref (self, c);
+        if (k) {
+            kernel_t **g = realloc (doomed, (ndoomed + 1) * sizeof *g);
+            if (g) {
+                doomed = g;
+                doomed[ndoomed++] = k;
+            }
+        }
+    }
+    s_box_unref (self, b);
+    pthread_mutex_unlock (&self->lock);
+    for (size_t i = 0; i < ndoomed; i++)
+        kernel_destroy (&doomed[i]);
+    free (doomed);
+}
+
+contexts_t *
+contexts_new (sandbox_mgr_t *mgr, const config_t *cfg, err_t *err)
+{
+    contexts_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    self->mgr = mgr;
+    self->cfg = cfg;
+    pthread_mutex_init (&self->lock, NULL);
+    sandbox_mgr_set_hooks (mgr, s_on_started, s_on_stopped, self);
+    return self;
+}
+
+void
+contexts_destroy (contexts_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    contexts_t *self = *self_p;
+    sandbox_mgr_set_hooks (self->mgr, NULL, NULL, NULL);
+    /* Kernels keep running inside their sandboxes; only our memory goes. */
+    pthread_mutex_destroy (&self->lock);
+    free (self);
+    *self_p = NULL;
+}
+
+/* --- lookups ---------------------------------------------------------------------- */
+
+/* Resolve (tenant, sid) to its sandbox entry with a reference taken. */
+static sbox_t *
+s_box_for (contexts_t *self, const char *tenant, const char *sid, err_t *err)
+{
+    char cid[64];
+    if (sandbox_resolve (self->mgr, tenant, sid, cid, NULL, err) < 0)
+        return NULL;
+    pthread_mutex_lock (&self->lock);
+    sbox_t *b = s_box_get (self, cid);
+    if (b)
+        b->refs++;
+    pthread_mutex_unlock (&self->lock);
+    if (!b)
+        err_set (err, 500, "internal", "out of memory");
+    return b;
+}
+
+/* Find a context with a reference taken, or 404. */
+static ctx_t *
+s_ctx_for (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id, err_t *err)
+{
+    sbox_t *b = s_box_for (self, tenant, sid, err);
+    if (!b)
+        return NULL;
+    pthread_mutex_lock (&self->lock);
+    ctx_t *c = s_ctx_find (b, ctx_id);
+    if (c)
+        c->refs++;
+    s_box_unref (self, b);
+    pthread_mutex_unlock (&self->lock);
+    if (!c)
+        err_set (err, 404, "not_found", "context %.64s not found", ctx_id);
+    return c;
+}
+
+static void
+s_ctx_release (contexts_t *self, ctx_t *c)
+{
+    pthread_mutex_lock (&self->lock);
+    kernel_t *k = s_ctx_unref (self, c);
+    pthread_mutex_unlock (&self->lock);
+    kernel_destroy (&k);
+}
+
+/* Make a new context (not started) in b, holding one reference for the
+   caller. NULL with 409/429 when the id exists or the sandbox is full. */
+static ctx_t *
+s_ctx_new (contexts_t *self, sbox_t *b, const char *id, kernel_lang_t lang, const char *cwd,
+           json_t *env, err_t *err)
+{
+    if ((int64_t)b->nctxs >= self->cfg->max_contexts_per_sandbox) {
+        err_set (err, 429, "quota_exceeded", "the sandbox already has %zu contexts", b->nctxs);
+        return NULL;
+    }
+    ctx_t *c = calloc (1, sizeof *c);
+    ctx_t **grown = realloc (b->ctxs, (b->nctxs + 1) * sizeof *grown);
+    if (!c || !grown) {
+        free (c);
+        if (grown)
+            b->ctxs = grown;
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    b->ctxs = grown;
+    if (id)
+        snprintf (c->id, sizeof c->id, "%s", id);
+    else {
+        char rnd[17];
+        util_random_hex (rnd, 8);
+        snprintf (c->id, sizeof c->id, "ctx-%s", rnd);
+    }
+    c->lang = lang;
+    snprintf (c->cwd, sizeof c->cwd, "%s", cwd);
+    c->env = env ? json_deep_copy (env) : json_object ();
+    c->created_at = util_now_ms ();
+    pthread_cond_init (&c->turn, NULL);
+    c->box = b;
+    b->refs++;
+    c->refs = 2; /* the table's and the caller's */
+    b->ctxs[b->nctxs++] = c;
+    return c;
+}
+
+/* Start c's kernel if it has none, holding c's turn. */
+static int
+s_ensure_kernel (contexts_t *self, ctx_t *c, err_t *err)
+{
+    pthread_mutex_lock (&self->lock);
+    kernel_t *k = c->kernel;
+    pthread_mutex_unlock (&self->lock);
+    if (k && kernel_alive (k))
+        return 0;
+    bool was_started = k != NULL;
+    pthread_mutex_lock (&self->lock);
+    c->kernel = NULL;
+    pthread_mutex_unlock (&self->lock);
+    kernel_destroy (&k);
+    k = s_kernel_for (self, c, err);
+    if (!k)
+        return -1;
+    pthread_mutex_lock (&self->lock);
+    if (c->deleted) {
+        pthread_mutex_unlock (&self->lock);
+        kernel_destroy (&k);
+        return err_set (err, 404, "not_found", "context %s was deleted", c->id);
+    }
+    c->kernel = k;
+    if (was_started)
+        c->restarted = true;
+    pthread_mutex_unlock (&self->lock);
+    return 0;
+}
+
+/* --- API ------------------------------------------------------------------------------ */
+
+static const char *const s_create_keys[] = { "language", "cwd", "env", NULL };
+
+int
+contexts_create (contexts_t *self, const char *tenant, const char *sid, json_t *body, json_t **out,
+                 err_t *err)
+{
+    const char *language = "python", *cwd = "/workspace";
+    json_t *env = NULL;
+    kernel_lang_t lang;
+    if (jsonv_only_keys (body, "", s_create_keys, err) < 0
+        || jsonv_string (body, "", "language", false, 32, &language, err) < 0
+        || jsonv_string (body, "", "cwd", false, 4000, &cwd, err) < 0
+        || jsonv_env (body, "", "env", 256, 64 * 1024, &env, err) < 0)
+        return -1;
+    if (kernel_lang_parse (language, &lang) < 0)
+        return err_set (err, 400, "invalid_field",
+                        "field 'language': must be python, javascript or typescript");
+    if (cwd[0] != '/')
+        return err_set (err, 400, "invalid_field", "field 'cwd': must be an absolute path");
+    sbox_t *b = s_box_for (self, tenant, sid, err);
+    if (!b)
+        return -1;
+    pthread_mutex_lock (&self->lock);
+    ctx_t *c = s_ctx_new (self, b, NULL, lang, cwd, env, err);
+    s_box_unref (self, b);
+    if (c)
+        s_turn_take (self, c);
+    pthread_mutex_unlock (&self->lock);
+    if (!c)
+        return -1;
+    int rc = s_ensure_kernel (self, c, err);
+    pthread_mutex_lock (&self->lock);
+    s_turn_give (c);
+    if (rc < 0 && !c->deleted) {
+        c->deleted = true;
+        s_ctx_detach (c->box, c);
+        c->refs--; /* the table's */
+    }
+    if (rc == 0)
+        *out = s_ctx_json (c);
+    pthread_mutex_unlock (&self->lock);
+    s_ctx_release (self, c);
+    return rc;
+}
+
+int
+contexts_list (contexts_t *self, const char *tenant, const char *sid, json_t **out, err_t *err)
+{
+    sbox_t *b = s_box_for (self, tenant, sid, err);
+    if (!b)
+        return -1;
+    json_t *arr = json_array ();
+    pthread_mutex_lock (&self->lock);
+    for (size_t i = 0; i < b->nctxs; i++)
+        json_array_append_new (arr, s_ctx_json (b->ctxs[i]));
+    s_box_unref (self, b);
+    pthread_mutex_unlock (&self->lock);
+    *out = json_pack ("{s:o}", "contexts", arr);
+    return 0;
+}
+
+int
+contexts_get (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id,
+              json_t **out, err_t *err)
+{
+    ctx_t *c = s_ctx_for (self, tenant, sid, ctx_id, err);
+    if (!c)
+        return -1;
+    pthread_mutex_lock (&self->lock);
+    *out = s_ctx_json (c);
+    pthread_mutex_unlock (&self->lock);
+    s_ctx_release (self, c);
+    return 0;
+}
+
+int
+contexts_delete (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id,
+                 err_t *err)
+{
+    ctx_t *c = s_ctx_for (self, tenant, sid, ctx_id, err);
+    if (!c)
+        return -1;
+    pthread_mutex_lock (&self->lock);
+    if (!c->deleted) {
+        c->deleted = true;
+        s_ctx_detach (c->box, c);
+        c->refs--; /* the table's */
+    }
+    pthread_mutex_unlock (&self->lock);
+    /* A run in progress ends (KernelDied) when its kernel is killed; the
+       last reference frees the kernel object. */
+    pthread_mutex_lock (&self->lock);
+    kernel_t *k = c->busy ? c->kernel : NULL;
+    pthread_mutex_unlock (&self->lock);
+    if (k)
+        kernel_kill (k);
+    s_ctx_release (self, c);
+    return 0;
+}
+
+int
+contexts_interrupt (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id,
+                    err_t *err)
+{
+    ctx_t *c = s_ctx_for (self, tenant, sid, ctx_id, err);
+    if (!c)
+        return -1;
+    /* kernel_interrupt only reads immutable fields, and our reference keeps
+       the context (and so its current kernel, freed only under its turn or
+       at the last reference) alive. */
+    pthread_mutex_lock (&self->lock);
+    kernel_t *k = c->kernel;
+    pthread_mutex_unlock (&self->lock);
+    int rc = k ? kernel_interrupt (k, err) : 0;
+    s_ctx_release (self, c);
+    return rc;
+}
+
+int
+contexts_restart (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id,
+                  json_t **out, err_t *err)
+{
+    ctx_t *c = s_ctx_for (self, tenant, sid, ctx_id, err);
+    if (!c)
+        return -1;
+    pthread_mutex_lock (&self->lock);
+    s_turn_take (self, c);
+    kernel_t *old = c->kernel;
+    c->kernel = NULL;
+    pthread_mutex_unlock (&self->lock);
+    kernel_destroy (&old);
+    int rc = s_ensure_kernel (self, c, err);
+    pthread_mutex_lock (&self->lock);
+    c->restarted = true;
+    s_turn_give (c);
+    if (rc == 0)
+        *out = s_ctx_json (c);
+    pthread_mutex_unlock (&self->lock);
+    s_ctx_release (self, c);
+    return rc;
+}
+
+static const char *const s_run_keys[] = { "code", "context_id", "language", "timeout_ms", NULL };
+
+code_run_t *
+contexts_run_prepare (contexts_t *self, const char *tenant, const char *sid, json_t *body,
+                      err_t *err)
+{
+    const char *code = NULL, *ctx_id = NULL, *language = NULL;
+    int64_t timeout_ms = self->cfg->exec_default_timeout_ms;
+    if (jsonv_only_keys (body, "", s_run_keys, err) < 0
+        || jsonv_string (body, "", "code", true, (size_t)self->cfg->max_body_bytes, &code, err) < 0
+        || jsonv_string (body, "", "context_id", false, 63, &ctx_id, err) < 0
+        || jsonv_string (body, "", "language", false, 32, &language, err) < 0
+        || jsonv_int (body, "", "timeout_ms", false, 1, self->cfg->exec_max_timeout_ms, &timeout_ms,
+                      err)
+               < 0)
+        return NULL;
+    kernel_lang_t lang = KERNEL_PYTHON;
+    if (language && kernel_lang_parse (language, &lang) < 0) {
+        err_set (err, 400, "invalid_field",
+                 "field 'language': must be python, javascript or typescript");
+        return NULL;
+    }
+    if (ctx_id && language) {
+        err_set (err, 400, "invalid_field", "give 'context_id' or 'language', not both");
+        return NULL;
+    }
+    ctx_t *c = NULL;
+    if (ctx_id)
+        c = s_ctx_for (self, tenant, sid, ctx_id, err);
+    else {
+        char def[64];
+        snprintf (def, sizeof def, "default-%s", kernel_lang_name (lang));
+        sbox_t *b = s_box_for (self, tenant, sid, err);
+        if (!b)
+            return NULL;
+        pthread_mutex_lock (&self->lock);
+        c = s_ctx_find (b, def);
+        if (c)
+            c->refs++;
+        else
+            c = s_ctx_new (self, b, def, lang, "/workspace", NULL, err);
+        s_box_unref (self, b);
+        pthread_mutex_unlock (&self->lock);
+    }
+    if (!c)
+        return NULL;
+    code_run_t *run = calloc (1, sizeof *run);
+    if (run)
+        run->code = strdup (code);
+    if (!run || !run->code) {
+        free (run);
+        s_ctx_release (self, c);
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    run->owner = self;
+    run->ctx = c;
+    run->timeout_ms = timeout_ms;
+    return run;
+}
+
+void
+contexts_run_free (code_run_t *run)
+{
+    if (!run)
+        return;
+    s_ctx_release (run->owner, run->ctx);
+    free (run->code);
+    free (run);
+}
+
+json_t *
+contexts_run_execute (code_run_t *run, kernel_sink_fn *sink, void *arg, err_t *err)
+{
+    contexts_t *self = run->owner;
+    ctx_t *c = run->ctx;
+    pthread_mutex_lock (&self->lock);
+    s_turn_take (self, c);
+    bool deleted = c->deleted;
+    pthread_mutex_unlock (&self->lock);
+    json_t *out = NULL;
+    if (deleted)
+        err_set (err, 404, "not_found", "context %s was deleted", c->id);
+    else if (s_ensure_kernel (self, c, err) == 0) {
+        pthread_mutex_lock (&self->lock);
+        c->busy = true;
+        kernel_t *k = c->kernel;
+        pthread_mutex_unlock (&self->lock);
+        out = kernel_execute (k, run->code, false, run->timeout_ms,
+                              (size_t)self->cfg->max_result_bytes, sink, arg, err);
+        pthread_mutex_lock (&self->lock);
+        c->busy = false;
+        pthread_mutex_unlock (&self->lock);
+        /* A kernel that died or was killed at a timeout is replaced now, so
+           the next run does not pay for the start. */
+        if (!kernel_alive (k) && !c->deleted) {
+            err_t rerr = { 0 };
+            s_ensure_kernel (self, c, &rerr);
+        }
+    }
+    pthread_mutex_lock (&self->lock);
+    s_turn_give (c);
+    pthread_mutex_unlock (&self->lock);
+    contexts_run_free (run);
+    return out;
+}

@@ -1,0 +1,548 @@
+/* kernel.c - start, run, interrupt and stop one Jupyter kernel in a sandbox.
+
+   The kernel process is an exec call to the sandbox agent that never ends
+   while the kernel lives: its exit event is how we learn the kernel died.
+   The kernel binds its sockets in /run/kernels/<kid>/, a directory tenant
+   code can write. The broker therefore never connects by path there: it
+   opens each socket inode with O_PATH|O_NOFOLLOW from a directory fd it
+   holds, checks it is a socket, and connects to /proc/self/fd/N. */
+#include "kernel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "execution.h"
+#include "jsonv.h"
+#include "jupyter.h"
+
+#define START_TIMEOUT_MS 60000
+#define GRACE_MS         3000
+#define POLL_MS          250
+#define KERNEL_UID       1000
+
+enum { CH_SHELL = 0, CH_IOPUB, CH_STDIN, CH_CONTROL, CH_HB, CH_COUNT };
+static const char *const s_channel_names[CH_COUNT] = { "shell", "iopub", "stdin", "control", "hb" };
+
+struct _kernel_t {
+    agent_link_t *link;
+    char cid[64];
+    char kid[40];
+    kernel_lang_t lang;
+    jupyter_session_t session;
+    agent_call_t *proc; /* the exec call running the kernel process */
+    int pid;
+    bool dead;
+    int kernels_fd; /* <sandbox_dir>/kernels */
+    int kdir_fd;    /* <sandbox_dir>/kernels/<kid> */
+    int sock_fd[CH_COUNT];
+    void *sock[CH_COUNT];
+    char kdir_path[1200];
+};
+
+static void *s_zctx;
+static pthread_once_t s_zctx_once = PTHREAD_ONCE_INIT;
+
+static void
+s_zctx_init (void)
+{
+    s_zctx = zmq_ctx_new ();
+}
+
+const char *
+kernel_lang_name (kernel_lang_t lang)
+{
+    switch (lang) {
+    case KERNEL_PYTHON:
+        return "python";
+    case KERNEL_JAVASCRIPT:
+        return "javascript";
+    case KERNEL_TYPESCRIPT:
+        return "typescript";
+    }
+    return "python";
+}
+
+int
+kernel_lang_parse (const char *name, kernel_lang_t *out)
+{
+    for (int l = KERNEL_PYTHON; l <= KERNEL_TYPESCRIPT; l++)
+        if (strcmp (name, kernel_lang_name ((kernel_lang_t)l)) == 0) {
+            *out = (kernel_lang_t)l;
+            return 0;
+        }
+    return -1;
+}
+
+kernel_lang_t
+kernel_lang (const kernel_t *self)
+{
+    return self->lang;
+}
+
+/* One short request to the agent, waiting for its final reply. */
+static int
+s_agent_signal (kernel_t *self, const char *signame, err_t *err)
+{
+    json_t *req
+        = json_pack ("{s:s, s:i, s:s}", "op", "signal", "pid", self->pid, "signal", signame);
+    agent_call_t *call = agent_call_new (self->link, self->cid, req, NULL, 0, 1000, err);
+    json_decref (req);
+    if (!call)
+        return -1;
+    json_t *h = NULL;
+    char *data = NULL;
+    size_t len = 0;
+    int got = agent_call_recv (call, 2000, &h, &data, &len, err);
+    int rc = -1;
+    if (got == 1 && !strcmp (json_string_value (json_object_get (h, "ev")), "ok"))
+        rc = 0;
+    else if (got >= 0)
+        err_set (err, 503, "kernel_unavailable", "the kernel process is not running");
+    json_decref (h);
+    free (data);
+    agent_call_destroy (&call);
+    return rc;
+}
+
+/* Consume what the kernel process call has to say without blocking: its
+   output is ignored, its exit marks the kernel dead. */
+static void
+s_check_proc (kernel_t *self, char *why, size_t why_size)
+{
+    for (;;) {
+        json_t *h = NULL;
+        char *data = NULL;
+        size_t len = 0;
+        err_t err = { 0 };
+        int got = agent_call_recv (self->proc, 0, &h, &data, &len, &err);
+        if (got <= 0) {
+            if (got < 0)
+                self->dead = true;
+            return;
+        }
+        const char *ev = json_string_value (json_object_get (h, "ev"));
+        if (!strcmp (ev, "exit") || !strcmp (ev, "error")) {
+            self->dead = true;
+            if (why) {
+                json_t *code = json_object_get (h, "exit_code");
+                const char *msg = json_string_value (json_object_get (h, "message"));
+                if (msg)
+                    snprintf (why, why_size, "%.300s", msg);
+                else
+                    snprintf (why, why_size, "the kernel process exited with status %lld",
+                              (long long)(json_is_integer (code) ? json_integer_value (code) : -1));
+            }
+        }
+        else if (why && data && len && !strcmp (ev, "stderr")) {
+            /* Keep the tail of what the kernel said, for start-up errors. */
+            size_t n = len < why_size - 1 ? len : why_size - 1;
+            memcpy (why, data + len - n, n);
+            why[n] = '\0';
+        }
+        json_decref (h);
+        free (data);
+    }
+}
+
+bool
+kernel_alive (kernel_t *self)
+{
+    if (!self->dead)
+        s_check_proc (self, NULL, 0);
+    return !self->dead;
+}
+
+/* Open the kernel's socket files once they exist, refusing anything that
+   is not a socket owned by the sandbox user. 1 when all are there. */
+static int
+s_open_sockets (kernel_t *self)
+{
+    if (self->kdir_fd < 0) {
+        self->kdir_fd
+            = openat (self->kernels_fd, self->kid, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (self->kdir_fd < 0)
+            return 0;
+    }
+    char sep = self->lang == KERNEL_PYTHON ? '-' : ':'; /* ipykernel vs tslab naming */
+    for (int ch = 0; ch < CH_COUNT; ch++) {
+        if (self->sock_fd[ch] >= 0)
+            continue;
+        char name[16];
+        snprintf (name, sizeof name, "k%c%d", sep, ch + 1);
+        int fd = openat (self->kdir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return 0;
+        struct stat st;
+        if (fstat (fd, &st) < 0 || !S_ISSOCK (st.st_mode) || st.st_uid != KERNEL_UID) {
+            close (fd);
+            return 0;
+        }
+        self->sock_fd[ch] = fd;
+    }
+    return 1;
+}
+
+static int
+s_connect (kernel_t *self, err_t *err)
+{
+    static const int types[CH_COUNT] = { ZMQ_DEALER, ZMQ_SUB, ZMQ_DEALER, ZMQ_DEALER, ZMQ_REQ };
+    for (int ch = 0; ch < CH_COUNT; ch++) {
+        void *s = zmq_socket (s_zctx, types[ch]);
+        if (!s)
+            return err_set (err, 500, "internal", "zmq_socket: %s", zmq_strerror (errno));
+        self->sock[ch] = s;
+        int zero = 0;
+        int64_t maxmsg = JUPYTER_MAX_FRAME;
+        zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt (s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+        if (ch == CH_IOPUB)
+            zmq_setsockopt (s, ZMQ_SUBSCRIBE, "", 0);
+        char ep[64];
+        snprintf (ep, sizeof ep, "ipc:///proc/self/fd/%d", self->sock_fd[ch]);
+        if (zmq_connect (s, ep) < 0)
+            return err_set (err, 500, "internal", "connecting %s socket: %s", s_channel_names[ch],
+                            zmq_strerror (errno));
+    }
+    return 0;
+}
+
+/* kernel_info until it is answered and iopub has delivered a message, so
+   the subscription is known to be live before the first real request. */
+static int
+s_handshake (kernel_t *self, int64_t deadline, err_t *err)
+{
+    bool replied = false, iopub_live = false;
+    int64_t next_send = 0;
+    char sent[8][64];
+    int nsent = 0;
+    while (!(replied && iopub_live)) {
+        int64_t now = util_mono_ms ();
+        if (now >= deadline)
+            return err_set (err, 503, "kernel_unavailable",
+                            "the kernel did not answer kernel_info");
+        if (now >= next_send && nsent < 8 * 1000) {
+            jupyter_msg_t *m = jupyter_msg_new (&self->session, "kernel_info_request", NULL);
+            if (!m || jupyter_msg_send (&self->session, self->sock[CH_SHELL], m, err) < 0) {
+                jupyter_msg_destroy (&m);
+                return -1;
+            }
+            snprintf (sent[nsent % 8], sizeof sent[0], "%s", jupyter_msg_id (m));
+            nsent++;
+            jupyter_msg_destroy (&m);
+            next_send = now + 500;
+        }
+        zmq_pollitem_t items[2] = { { self->sock[CH_SHELL], 0, ZMQ_POLLIN, 0 },
+                                    { self->sock[CH_IOPUB], 0, ZMQ_POLLIN, 0 } };
+        zmq_poll (items, 2, 100);
+        for (int i = 0; i < 2; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            for (;;) {
+                err_t rerr = { 0 };
+                jupyter_msg_t *m
+                    = jupyter_msg_recv (&self->session, items[i].socket, ZMQ_DONTWAIT, &rerr);
+                if (!m) {
+                    if (rerr.status == 0)
+                        break;
+                    continue;
+                }
+                if (i == 1)
+                    iopub_live = true;
+                else if (!strcmp (jupyter_msg_type (m), "kernel_info_reply"))
+                    for (int k = 0; k < 8 && k < nsent; k++)
+                        if (!strcmp (sent[k], jupyter_parent_id (m)))
+                            replied = true;
+                jupyter_msg_destroy (&m);
+            }
+        }
+        char why[512] = "";
+        s_check_proc (self, why, sizeof why);
+        if (self->dead)
+            return err_set (err, 503, "kernel_unavailable", "the kernel exited while starting: %s",
+                            why);
+    }
+    return 0;
+}
+
+static const char *
+s_kernel_command (kernel_lang_t lang)
+{
+    switch (lang) {
+    case KERNEL_PYTHON:
+        return "python3 -m ipykernel_launcher -f";
+    case KERNEL_JAVASCRIPT:
+        return "tslab kernel --js --config-path";
+    case KERNEL_TYPESCRIPT:
+        return "tslab kernel --config-path";
+    }
+    return "false";
+}
+
+kernel_t *
+kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kernel_lang_t lang,
+              err_t *err)
+{
+    pthread_once (&s_zctx_once, s_zctx_init);
+    kernel_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    self->link = link;
+    self->lang = lang;
+    self->pid = -1;
+    self->kdir_fd = -1;
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        self->sock_fd[ch] = -1;
+    snprintf (self->cid, sizeof self->cid, "%s", cid);
+    char rnd[17];
+    util_random_hex (rnd, 8);
+    snprintf (self->kid, sizeof self->kid, "k%s", rnd);
+    jupyter_session_init (&self->session);
+    int64_t t0 = util_mono_ms (), deadline = t0 + START_TIMEOUT_MS;
+
+    char kernels[1100];
+    snprintf (kernels, sizeof kernels, "%s/kernels", sandbox_dir);
+    snprintf (self->kdir_path, sizeof self->kdir_path, "%s/%s", kernels, self->kid);
+    self->kernels_fd = open (kernels, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (self->kernels_fd < 0) {
+        err_set (err, 500, "internal", "opening %s: %s", kernels, strerror (errno));
+        kernel_destroy (&self);
+        return NULL;
+    }
+
+    char base[128], file[160], command[512];
+    snprintf (base, sizeof base, "/run/kernels/%s/k", self->kid);
+    snprintf (file, sizeof file, "/run/kernels/%s/connection.json", self->kid);
+    json_t *conn = jupyter_connection_info (&self->session, base,
+                                            lang == KERNEL_PYTHON ? "python3" : "tslab");
+    char *conn_text = jsonv_dumps (conn);
+    json_decref (conn);
+    /* The connection file is written inside the sandbox by the sandbox user:
+       the broker never writes into a directory tenant code controls. */
+    snprintf (command, sizeof command,
+              "umask 077 && mkdir /run/kernels/%s && printf '%%s' \"$SANDBOXD_KERNEL_CONN\" > %s "
+              "&& unset SANDBOXD_KERNEL_CONN && exec %s %s",
+              self->kid, file, s_kernel_command (lang), file);
+    json_t *req
+        = json_pack ("{s:s, s:s, s:s, s:{s:s, s:s}, s:i, s:i}", "op", "exec", "command", command,
+                     "cwd", "/workspace", "env", "SANDBOXD_KERNEL_CONN", conn_text ? conn_text : "",
+                     "PYDEVD_DISABLE_FILE_VALIDATION", "1", "timeout_ms", 0, "max_output", 65536);
+    free (conn_text);
+    self->proc = agent_call_new (link, cid, req, NULL, 0, 3000, err);
+    json_decref (req);
+    if (!self->proc) {
+        kernel_destroy (&self);
+        return NULL;
+    }
+    json_t *h = NULL;
+    char *data = NULL;
+    size_t len = 0;
+    int got = agent_call_recv (self->proc, 10000, &h, &data, &len, err);
+    const char *ev = got == 1 ? json_string_value (json_object_get (h, "ev")) : NULL;
+    if (ev && !strcmp (ev, "start"))
+        self->pid = (int)json_integer_value (json_object_get (h, "pid"));
+    else {
+        if (got >= 0)
+            err_set (err, 503, "kernel_unavailable", "the sandbox agent did not start the kernel");
+        json_decref (h);
+        free (data);
+        self->dead = true;
+        kernel_destroy (&self);
+        return NULL;
+    }
+    json_decref (h);
+    free (data);
+
+    while (!s_open_sockets (self)) {
+        char why[512] = "";
+        s_check_proc (self, why, sizeof why);
+        if (self->dead || util_mono_ms () >= deadline) {
+            err_set (err, 503, "kernel_unavailable", "the %s kernel did not start: %s",
+                     kernel_lang_name (lang), self->dead ? why : "timed out");
+            kernel_destroy (&self);
+            return NULL;
+        }
+        usleep (10000);
+    }
+    if (s_connect (self, err) < 0 || s_handshake (self, deadline, err) < 0) {
+        kernel_destroy (&self);
+        return NULL;
+    }
+    log_info ("sandbox cid=%s kernel=%s (%s): ready in %lld ms", cid, self->kid,
+              kernel_lang_name (lang), (long long)(util_mono_ms () - t0));
+    return self;
+}
+
+void
+kernel_destroy (kernel_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    kernel_t *self = *self_p;
+    if (self->pid > 0 && !self->dead) {
+        err_t err;
+        s_agent_signal (self, "KILL", &err);
+    }
+    for (int ch = 0; ch < CH_COUNT; ch++) {
+        if (self->sock[ch])
+            zmq_close (self->sock[ch]);
+        if (self->sock_fd[ch] >= 0)
+            close (self->sock_fd[ch]);
+    }
+    agent_call_destroy (&self->proc);
+    if (self->kdir_fd >= 0)
+        close (self->kdir_fd);
+    if (self->kernels_fd >= 0) {
+        close (self->kernels_fd);
+        util_rm_rf (self->kdir_path);
+    }
+    free (self);
+    *self_p = NULL;
+}
+
+int
+kernel_interrupt (kernel_t *self, err_t *err)
+{
+    if (self->pid <= 0)
+        return err_set (err, 503, "kernel_unavailable", "the kernel is not running");
+    return s_agent_signal (self, "INT", err);
+}
+
+void
+kernel_kill (kernel_t *self)
+{
+    err_t err;
+    if (self->pid > 0)
+        s_agent_signal (self, "KILL", &err);
+}
+
+/* Deliver events (an array, stolen) to the sink; 1 if the sink gave up. */
+static int
+s_deliver (json_t *events, kernel_sink_fn *sink, void *arg)
+{
+    int gone = 0;
+    size_t i;
+    json_t *ev;
+    if (sink)
+        json_array_foreach (events, i, ev)
+        {
+            if (!gone && sink (arg, ev))
+                gone = 1;
+        }
+    json_decref (events);
+    return gone;
+}
+
+static int
+s_deliver_one (json_t *event, kernel_sink_fn *sink, void *arg)
+{
+    json_t *arr = json_array ();
+    json_array_append_new (arr, event);
+    return s_deliver (arr, sink, arg);
+}
+
+json_t *
+kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_ms, size_t max_bytes,
+                kernel_sink_fn *sink, void *arg, err_t *err)
+{
+    if (!kernel_alive (self)) {
+        err_set (err, 503, "kernel_unavailable", "the kernel is not running");
+        return NULL;
+    }
+    json_t *content = json_pack ("{s:s, s:b, s:b, s:{}, s:b, s:b}", "code", code, "silent", silent,
+                                 "store_history", !silent, "user_expressions", "allow_stdin", 0,
+                                 "stop_on_error", 1);
+    jupyter_msg_t *req = jupyter_msg_new (&self->session, "execute_request", content);
+    if (!req || jupyter_msg_send (&self->session, self->sock[CH_SHELL], req, err) < 0) {
+        jupyter_msg_destroy (&req);
+        return NULL;
+    }
+    char msg_id[80];
+    snprintf (msg_id, sizeof msg_id, "%s", jupyter_msg_id (req));
+    jupyter_msg_destroy (&req);
+
+    execution_t *exec = execution_new (max_bytes);
+    if (silent)
+        sink = NULL;
+    int64_t start = util_mono_ms ();
+    int64_t deadline = timeout_ms > 0 ? start + timeout_ms : INT64_MAX;
+    int64_t interrupted_at = 0;
+    bool timed_out = false, gone = false;
+    char why[512] = "";
+    while (!execution_done (exec)) {
+        int64_t now = util_mono_ms ();
+        if (!interrupted_at && (now >= deadline || gone)) {
+            timed_out = !gone;
+            err_t ierr;
+            kernel_interrupt (self, &ierr);
+            interrupted_at = now;
+        }
+        if (interrupted_at && now >= interrupted_at + GRACE_MS) {
+            /* Still busy after SIGINT: only a fresh kernel gets it back. */
+            err_t kerr;
+            s_agent_signal (self, "KILL", &kerr);
+            self->dead = true;
+            if (!timed_out)
+                gone = true;
+            s_deliver_one (execution_fail (exec, timed_out ? "TimeoutError" : "KernelRestarted",
+                                           timed_out ? "the execution timed out; the kernel stayed "
+                                                       "busy after an interrupt and was restarted"
+                                                     : "the kernel was restarted",
+                                           true),
+                           gone ? NULL : sink, arg);
+            timed_out = false;
+            break;
+        }
+        zmq_pollitem_t items[3] = { { self->sock[CH_SHELL], 0, ZMQ_POLLIN, 0 },
+                                    { self->sock[CH_IOPUB], 0, ZMQ_POLLIN, 0 },
+                                    { agent_call_socket (self->proc), 0, ZMQ_POLLIN, 0 } };
+        long wait = POLL_MS;
+        if (!interrupted_at && deadline - now < wait)
+            wait = deadline - now > 0 ? (long)(deadline - now) : 0;
+        zmq_poll (items, 3, wait);
+        /* iopub first: a reply's outputs are published before the reply. */
+        for (int i = 1; i >= 0; i--) {
+            for (int budget = 0; budget < 1000; budget++) {
+                err_t rerr = { 0 };
+                jupyter_msg_t *m
+                    = jupyter_msg_recv (&self->session, items[i].socket, ZMQ_DONTWAIT, &rerr);
+                if (!m) {
+                    if (rerr.status == 0)
+                        break;
+                    continue;
+                }
+                if (!strcmp (jupyter_parent_id (m), msg_id)) {
+                    json_t *events = execution_apply (exec, i == 1 ? "iopub" : "shell",
+                                                      jupyter_msg_type (m), m->content);
+                    if (s_deliver (events, gone ? NULL : sink, arg))
+                        gone = true;
+                }
+                jupyter_msg_destroy (&m);
+            }
+        }
+        s_check_proc (self, why, sizeof why);
+        if (self->dead) {
+            s_deliver_one (execution_fail (exec, "KernelDied",
+                                           why[0] ? why : "the kernel process exited", true),
+                           gone ? NULL : sink, arg);
+            break;
+        }
+    }
+    if (timed_out) {
+        char msg[128];
+        snprintf (msg, sizeof msg, "the execution exceeded its timeout of %lld ms",
+                  (long long)timeout_ms);
+        s_deliver_one (execution_fail (exec, "TimeoutError", msg, true), gone ? NULL : sink, arg);
+    }
+    json_t *out = execution_to_json (exec);
+    execution_destroy (&exec);
+    return out;
+}

@@ -1,0 +1,62 @@
+/* kernel.h - one Jupyter kernel inside a sandbox: started through the
+   agent, spoken to over ipc sockets in the sandbox's kernel directory.
+   A kernel_t is used by one thread at a time (the caller serialises); only
+   kernel_interrupt may be called concurrently with a run. */
+#ifndef SANDBOXD_KERNEL_H
+#define SANDBOXD_KERNEL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent_link.h"
+#include "util.h"
+
+typedef struct _kernel_t kernel_t;
+
+typedef enum { KERNEL_PYTHON = 0, KERNEL_JAVASCRIPT, KERNEL_TYPESCRIPT } kernel_lang_t;
+
+/* "python", "javascript", "typescript" <-> kernel_lang_t. */
+const char *kernel_lang_name (kernel_lang_t lang);
+int kernel_lang_parse (const char *name, kernel_lang_t *out);
+
+/* Start a kernel of lang in the sandbox whose container is cid and whose
+   host directory is sandbox_dir (the kernel directory is
+   sandbox_dir/kernels, mounted at /run/kernels inside). Returns once the
+   kernel answered kernel_info and its iopub subscription is live, so no
+   output of the first run can be lost. Caller owns the result. */
+kernel_t *kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir,
+                        kernel_lang_t lang, err_t *err);
+
+/* Kill the kernel's process group, close its sockets, remove its directory. */
+void kernel_destroy (kernel_t **self_p);
+
+kernel_lang_t kernel_lang (const kernel_t *self);
+
+/* False once the kernel process is known to have exited. */
+bool kernel_alive (kernel_t *self);
+
+/* Called for each streaming event of a run ({"event", "data"} objects as
+   made by execution.h). Returning nonzero means the consumer went away:
+   the run is interrupted and finishes quietly. */
+typedef int (kernel_sink_fn) (void *arg, json_t *event);
+
+/* Run code to completion (or deadline). silent runs do not count in the
+   execution count and produce no events. Returns the Execution object
+   (caller owns; see execution.h) — also when the run failed inside the
+   kernel, timed out (error TimeoutError; the kernel is interrupted, and
+   restarted if it stays busy past a grace period) or the kernel died
+   (error KernelDied; kernel_alive becomes false). NULL with *err only when
+   the request could not be sent at all. */
+json_t *kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_ms,
+                        size_t max_bytes, kernel_sink_fn *sink, void *arg, err_t *err);
+
+/* Send SIGINT to the kernel's process group (Jupyter's "signal" interrupt
+   mode, which both ipykernel and tslab use). Safe from any thread. */
+int kernel_interrupt (kernel_t *self, err_t *err);
+
+/* SIGKILL the kernel's process group; a run in progress on another thread
+   then ends with KernelDied. Safe from any thread. */
+void kernel_kill (kernel_t *self);
+
+#endif
