@@ -247,8 +247,18 @@ test_config (void)
             host_paths++;
     }
     json_t *ctl = s_mount (c, "/run/sandboxd"), *agent = s_mount (c, "/opt/sandboxd/agent");
+    json_t *kern = s_mount (c, "/run/kernels");
     json_t *ctl_opts = json_object_get (ctl, "options");
-    s_ok (binds == 2 && host_paths == 2 && ctl && agent, "exactly two host paths, both binds");
+    s_ok (binds == 3 && host_paths == 3 && ctl && agent && kern,
+          "exactly three host paths, all binds: ctl, agent, kernels");
+    s_ok (kern
+              && strcmp (json_string_value (json_object_get (kern, "source")),
+                         "/tmp/x/sandboxes/sbx-1/kernels")
+                     == 0
+              && s_array_has (json_object_get (kern, "options"), "noexec")
+              && s_array_has (json_object_get (kern, "options"), "nosuid")
+              && !s_array_has (json_object_get (kern, "options"), "ro"),
+          "kernels dir: the sandbox's own, writable, noexec, nosuid");
     s_ok (strcmp (json_string_value (json_object_get (ctl, "source")), "/tmp/x/sandboxes/sbx-1/ctl")
                   == 0
               && s_array_has (ctl_opts, "ro") && s_array_has (ctl_opts, "nosuid")
