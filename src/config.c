@@ -47,6 +47,7 @@ config_defaults (config_t *cfg)
     cfg->warm_kernels_typescript = 0;
     cfg->max_contexts_per_sandbox = 16;
     cfg->max_result_bytes = 32 << 20;
+    cfg->warm_sandboxes = 1;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -92,6 +93,7 @@ static const key_t_ s_keys[] = {
     { I (warm_kernels_typescript, 0, 8) },
     { I (max_contexts_per_sandbox, 1, 256) },
     { I (max_result_bytes, 65536, 1073741824) },
+    { I (warm_sandboxes, 0, 64) },
 };
 
 int

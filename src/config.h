@@ -32,6 +32,7 @@ typedef struct {
     int64_t warm_kernels_python, warm_kernels_javascript, warm_kernels_typescript;
     int64_t max_contexts_per_sandbox;
     int64_t max_result_bytes;
+    int64_t warm_sandboxes;
 } config_t;
 
 /* Fill cfg with the built-in defaults. */

@@ -54,6 +54,7 @@ struct _contexts_t {
     sandbox_mgr_t *mgr;
     const config_t *cfg;
     pthread_mutex_t lock;
+    pthread_cond_t filled; /* a pool start finished (with or without a kernel) */
     sbox_t *boxes;
 };
 
@@ -207,6 +208,7 @@ s_fill_thread (void *arg)
                   kernel_lang_name (f->lang), err.message);
     pthread_mutex_lock (&self->lock);
     f->box->filling[f->lang]--;
+    pthread_cond_broadcast (&self->filled);
     if (k && !f->box->gone) {
         kernel_t **grown
             = realloc (f->box->pool[f->lang], (f->box->npool[f->lang] + 1) * sizeof *grown);
@@ -262,12 +264,18 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
     kernel_t *k = NULL;
     pthread_mutex_lock (&self->lock);
     sbox_t *b = c->box;
-    while (b->npool[c->lang] > 0 && !k) {
-        k = b->pool[c->lang][--b->npool[c->lang]];
-        pthread_mutex_unlock (&self->lock);
-        if (!kernel_alive (k))
-            kernel_destroy (&k);
-        pthread_mutex_lock (&self->lock);
+    for (;;) {
+        while (b->npool[c->lang] > 0 && !k) {
+            k = b->pool[c->lang][--b->npool[c->lang]];
+            pthread_mutex_unlock (&self->lock);
+            if (!kernel_alive (k))
+                kernel_destroy (&k);
+            pthread_mutex_lock (&self->lock);
+        }
+        /* A warm kernel already on its way beats starting a second one. */
+        if (k || b->filling[c->lang] == 0 || b->gone)
+            break;
+        pthread_cond_wait (&self->filled, &self->lock);
     }
     s_pool_fill (self, b, c->lang);
     bool gone = b->gone;
@@ -393,6 +401,7 @@ contexts_new (sandbox_mgr_t *mgr, const config_t *cfg, err_t *err)
     self->mgr = mgr;
     self->cfg = cfg;
     pthread_mutex_init (&self->lock, NULL);
+    pthread_cond_init (&self->filled, NULL);
     sandbox_mgr_set_hooks (mgr, s_on_started, s_on_stopped, self);
     return self;
 }

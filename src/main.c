@@ -185,6 +185,7 @@ main (int argc, char **argv)
     pthread_t reaper_thread;
     pthread_create (&reaper_thread, NULL, s_reaper, &reaper);
 
+    sandbox_mgr_start_pool (mgr);
     http_api_t *http = http_api_start (&cfg, auth, mgr, ctxs, &err);
     if (!http) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
@@ -202,6 +203,7 @@ main (int argc, char **argv)
     sigwait (&sigs, &sig);
     log_info ("signal %d: shutting down (sandboxes keep running)", sig);
     http_api_destroy (&http);
+    sandbox_mgr_stop_pool (mgr);
     pthread_mutex_lock (&reaper.lock);
     reaper.stop = 1;
     pthread_cond_signal (&reaper.cond);

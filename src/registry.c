@@ -320,3 +320,45 @@ registry_delete (registry_t *self, const char *tenant, const char *id, err_t *er
     return s_exec (self, "DELETE FROM sandboxes WHERE tenant = ? AND id = ?", NULL, NULL, tenant,
                    id, NULL, err);
 }
+
+int
+registry_adopt (registry_t *self, const char *from_tenant, const char *from_id,
+                const registry_rec_t *to, err_t *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    pthread_mutex_lock (&self->lock);
+    if (sqlite3_prepare_v2 (
+            self->db,
+            "UPDATE sandboxes SET tenant = ?, id = ?, created_at = ?, expires_at = ?,"
+            " env = ?, memory_mb = ?, cpus = ?, pids = ?"
+            " WHERE tenant = ? AND id = ? AND status = 'running'",
+            -1, &st, NULL)
+        != SQLITE_OK) {
+        s_db_error (self, err, "adopt");
+        goto out;
+    }
+    sqlite3_bind_text (st, 1, to->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text (st, 2, to->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (st, 3, to->created_at);
+    sqlite3_bind_int64 (st, 4, to->expires_at);
+    sqlite3_bind_text (st, 5, to->env_json ? to->env_json : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (st, 6, to->limits.memory_mb);
+    sqlite3_bind_double (st, 7, to->limits.cpus);
+    sqlite3_bind_int64 (st, 8, to->limits.pids);
+    sqlite3_bind_text (st, 9, from_tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text (st, 10, from_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step (st);
+    if (step == SQLITE_CONSTRAINT)
+        err_set (err, 409, "conflict", "sandbox %s already exists", to->id);
+    else if (step != SQLITE_DONE)
+        s_db_error (self, err, "adopt");
+    else if (sqlite3_changes (self->db) == 0)
+        err_set (err, 404, "not_found", "pooled sandbox %s is gone", from_id);
+    else
+        rc = 0;
+out:
+    sqlite3_finalize (st);
+    pthread_mutex_unlock (&self->lock);
+    return rc;
+}

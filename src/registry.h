@@ -51,6 +51,13 @@ int registry_set_status (registry_t *self, const char *tenant, const char *id, c
                          err_t *err);
 int registry_delete (registry_t *self, const char *tenant, const char *id, err_t *err);
 
+/* Hand the running sandbox (from_tenant, from_id) over to `to` in one
+   statement: tenant, id, times, env and limits are replaced, the cid and
+   image stay. 0 on success, 404 when it is gone (another request took it),
+   409 when `to` names an existing (tenant, id). */
+int registry_adopt (registry_t *self, const char *from_tenant, const char *from_id,
+                    const registry_rec_t *to, err_t *err);
+
 void registry_rec_clear (registry_rec_t *rec);
 
 #endif

@@ -514,14 +514,14 @@ runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t 
 static int
 s_runtime_run (const runtime_config_t *cfg, char *out, size_t cap, const char *const *args)
 {
-    const char *argv[16];
+    const char *argv[24];
     size_t n = 0;
     argv[n++] = s_runtime (cfg);
     if (cfg->runtime_root && *cfg->runtime_root) {
         argv[n++] = "--root";
         argv[n++] = cfg->runtime_root;
     }
-    for (; *args && n < 15; args++)
+    for (; *args && n < 23; args++)
         argv[n++] = *args;
     argv[n] = NULL;
     return util_run ((char *const *)argv, out, cap);
@@ -573,7 +573,7 @@ runtime_start (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *e
     struct stat st;
     off_t log_start = fstat (logfd, &st) == 0 ? st.st_size : 0;
 
-    const char *argv[16];
+    const char *argv[24];
     size_t n = 0;
     argv[n++] = s_runtime (cfg);
     if (cfg->runtime_root && *cfg->runtime_root) {
@@ -771,4 +771,26 @@ runtime_destroy (const runtime_config_t *cfg, const char *cid, const char *dir, 
     if (util_rm_rf (dir) < 0)
         return err_set (err, 500, "internal", "removing %s: %s", dir, strerror (errno));
     return s_remove_cgroups (cfg, cid, err);
+}
+
+/* Change the cgroup limits of a running container: see runtime.h. */
+int
+runtime_update (const runtime_config_t *cfg, const char *cid, const limits_t *limits, err_t *err)
+{
+    if (!cfg || !limits || !s_valid_cid (cid))
+        return err_set (err, 500, "internal", "invalid container id");
+    char mem[32], pids[32], quota[32], period[32];
+    json_int_t q = (json_int_t)(limits->cpus * S_CPU_PERIOD + 0.5);
+    snprintf (mem, sizeof mem, "%lld", (long long)limits->memory_mb * 1024 * 1024);
+    snprintf (pids, sizeof pids, "%lld", (long long)limits->pids);
+    snprintf (quota, sizeof quota, "%lld", (long long)(q < 1000 ? 1000 : q));
+    snprintf (period, sizeof period, "%d", S_CPU_PERIOD);
+    const char *args[] = { "update", "--memory",    mem,   "--memory-swap", mem,    "--pids-limit",
+                           pids,     "--cpu-quota", quota, "--cpu-period",  period, cid,
+                           NULL };
+    char out[512];
+    int rc = s_runtime_run (cfg, out, sizeof out, args);
+    if (rc != 0)
+        return err_set (err, 500, "internal", "updating limits of %s: %.300s", cid, out);
+    return 0;
 }

@@ -61,6 +61,10 @@ int runtime_destroy (const runtime_config_t *cfg, const char *cid, const char *d
 struct json_t;
 struct json_t *runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec);
 
+/* Change the cgroup limits of a running container (`runtime update`). */
+int runtime_update (const runtime_config_t *cfg, const char *cid, const limits_t *limits,
+                    err_t *err);
+
 /* PID of the container's init process on the host, or -1. */
 int runtime_pid (const runtime_config_t *cfg, const char *cid);
 

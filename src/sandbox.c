@@ -25,7 +25,14 @@ struct _sandbox_mgr_t {
     pthread_mutex_t lock;
     sandbox_hook_fn *on_started, *on_stopped;
     void *hook_arg;
+    /* the pool of ready sandboxes (tenant POOL_TENANT, id = cid) */
+    pthread_t pool_thread;
+    bool pool_started, pool_stop;
+    pthread_cond_t pool_cond;
 };
+
+/* No client tenant can be named this: tenant names start alphanumeric. */
+#define POOL_TENANT "_pool"
 
 static void
 s_dir_of (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
@@ -56,6 +63,7 @@ sandbox_mgr_new (const config_t *cfg, registry_t *reg, agent_link_t *link, err_t
     self->reg = reg;
     self->link = link;
     pthread_mutex_init (&self->lock, NULL);
+    pthread_cond_init (&self->pool_cond, NULL);
     snprintf (self->runtime_root, sizeof self->runtime_root, "%s/runc", cfg->state_dir);
     snprintf (self->sandboxes_dir, sizeof self->sandboxes_dir, "%s/sandboxes", cfg->state_dir);
     if (util_mkdir_p (self->runtime_root, 0700) < 0
@@ -193,6 +201,158 @@ s_current_image (sandbox_mgr_t *self, char *out, size_t size, err_t *err)
     return 0;
 }
 
+/* --- pool of ready sandboxes ---------------------------------------------- */
+
+static int64_t
+s_pool_count (sandbox_mgr_t *self)
+{
+    int64_t n = 0;
+    registry_count (self->reg, POOL_TENANT, &n, NULL);
+    return n;
+}
+
+/* Create one pooled sandbox with the default limits; 0 or -1. */
+static int
+s_pool_create_one (sandbox_mgr_t *self)
+{
+    registry_rec_t rec;
+    memset (&rec, 0, sizeof rec);
+    err_t err = { 0 };
+    char rnd[17];
+    util_random_hex (rnd, 8);
+    snprintf (rec.tenant, sizeof rec.tenant, POOL_TENANT);
+    snprintf (rec.cid, sizeof rec.cid, "sbx-%s", rnd);
+    snprintf (rec.id, sizeof rec.id, "%s", rec.cid);
+    rec.created_at = util_now_ms ();
+    rec.expires_at = INT64_MAX / 2;
+    snprintf (rec.status, sizeof rec.status, "creating");
+    rec.env_json = strdup ("{}");
+    rec.limits.memory_mb = self->cfg->default_memory_mb;
+    rec.limits.cpus = self->cfg->default_cpus;
+    rec.limits.pids = self->cfg->default_pids;
+    int rc = -1;
+    if (s_current_image (self, rec.lower, sizeof rec.lower, &err) == 0
+        && registry_insert (self->reg, &rec, &err) == 0) {
+        if (s_start (self, &rec, true, &err) == 0
+            && agent_link_ping (self->link, rec.cid, AGENT_READY_MS, &err) == 0) {
+            registry_set_status (self->reg, POOL_TENANT, rec.id, "running", NULL);
+            s_notify (self, self->on_started, rec.cid);
+            rc = 0;
+        }
+        else {
+            s_destroy_container (self, rec.cid);
+            registry_delete (self->reg, POOL_TENANT, rec.id, NULL);
+        }
+    }
+    if (rc < 0)
+        log_warn ("warm sandbox pool: %s", err.message);
+    registry_rec_clear (&rec);
+    return rc;
+}
+
+static void *
+s_pool_thread (void *arg)
+{
+    sandbox_mgr_t *self = arg;
+    int failures = 0;
+    pthread_mutex_lock (&self->lock);
+    while (!self->pool_stop) {
+        pthread_mutex_unlock (&self->lock);
+        bool want = s_pool_count (self) < self->cfg->warm_sandboxes;
+        int rc = want ? s_pool_create_one (self) : 0;
+        failures = rc < 0 ? failures + 1 : 0;
+        pthread_mutex_lock (&self->lock);
+        if (self->pool_stop)
+            break;
+        if (!want || failures > 0) {
+            /* Sleep until asked to refill (or back off after a failure). */
+            struct timespec ts;
+            clock_gettime (CLOCK_REALTIME, &ts);
+            ts.tv_sec += failures > 0 ? (failures < 6 ? 1 << failures : 60) : 60;
+            pthread_cond_timedwait (&self->pool_cond, &self->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock (&self->lock);
+    return NULL;
+}
+
+void
+sandbox_mgr_start_pool (sandbox_mgr_t *self)
+{
+    if (self->cfg->warm_sandboxes <= 0 || self->pool_started)
+        return;
+    self->pool_stop = false;
+    if (pthread_create (&self->pool_thread, NULL, s_pool_thread, self) == 0)
+        self->pool_started = true;
+}
+
+void
+sandbox_mgr_stop_pool (sandbox_mgr_t *self)
+{
+    if (self->pool_started) {
+        pthread_mutex_lock (&self->lock);
+        self->pool_stop = true;
+        pthread_cond_broadcast (&self->pool_cond);
+        pthread_mutex_unlock (&self->lock);
+        pthread_join (self->pool_thread, NULL);
+        self->pool_started = false;
+    }
+    /* Pooled sandboxes hold nobody's state: they go with the broker. */
+    registry_rec_t *list = NULL;
+    size_t n = 0;
+    if (registry_list (self->reg, POOL_TENANT, &list, &n, NULL) == 0)
+        for (size_t i = 0; i < n; i++) {
+            s_destroy_container (self, list[i].cid);
+            registry_delete (self->reg, POOL_TENANT, list[i].id, NULL);
+        }
+    registry_list_free (list, n);
+}
+
+/* Hand a pooled sandbox over to rec (tenant, id, times, env, limits set).
+   1 when adopted (rec.cid and rec.lower filled), 0 when none was ready.
+   Called with self->lock held. */
+static int
+s_pool_adopt (sandbox_mgr_t *self, registry_rec_t *rec)
+{
+    if (!self->pool_started)
+        return 0;
+    registry_rec_t *list = NULL;
+    size_t n = 0;
+    int adopted = 0;
+    if (registry_list (self->reg, POOL_TENANT, &list, &n, NULL) < 0)
+        return 0;
+    for (size_t i = 0; i < n && !adopted; i++) {
+        if (strcmp (list[i].status, "running") != 0)
+            continue;
+        err_t err = { 0 };
+        bool same = list[i].limits.memory_mb == rec->limits.memory_mb
+                    && list[i].limits.cpus == rec->limits.cpus
+                    && list[i].limits.pids == rec->limits.pids;
+        if (!same) {
+            if (runtime_update (&self->rt, list[i].cid, &rec->limits, &err) < 0) {
+                log_warn ("warm sandbox %s: %s", list[i].cid, err.message);
+                continue;
+            }
+        }
+        if (registry_adopt (self->reg, POOL_TENANT, list[i].id, rec, &err) == 0) {
+            snprintf (rec->cid, sizeof rec->cid, "%s", list[i].cid);
+            snprintf (rec->lower, sizeof rec->lower, "%s", list[i].lower);
+            adopted = 1;
+            /* Rewrite config.json with the new limits, for restarts. */
+            if (!same) {
+                runtime_spec_t spec;
+                char dir[1200];
+                s_spec (self, rec, dir, sizeof dir, &spec);
+                runtime_prepare (&self->rt, &spec, &err);
+            }
+        }
+    }
+    registry_list_free (list, n);
+    if (adopted)
+        pthread_cond_broadcast (&self->pool_cond); /* refill; the caller holds the lock */
+    return adopted;
+}
+
 static const char *const s_create_keys[] = { "id", "keepalive_seconds", "env", "limits", NULL };
 static const char *const s_limit_keys[] = { "memory_mb", "cpus", "pids", NULL };
 
@@ -283,14 +443,29 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
 
     pthread_mutex_lock (&self->lock);
     int64_t count = 0;
+    int adopted = 0;
     int rc = registry_count (self->reg, tenant, &count, err);
     if (rc == 0 && count >= cfg->max_sandboxes_per_tenant)
         rc = err_set (err, 429, "quota_exceeded",
                       "tenant has %lld sandboxes, the limit is %lld: delete one first",
                       (long long)count, (long long)cfg->max_sandboxes_per_tenant);
-    if (rc == 0)
-        rc = registry_insert (self->reg, &rec, err);
+    if (rc == 0) {
+        snprintf (rec.status, sizeof rec.status, "running");
+        adopted = s_pool_adopt (self, &rec);
+        if (!adopted) {
+            snprintf (rec.status, sizeof rec.status, "creating");
+            rc = registry_insert (self->reg, &rec, err);
+        }
+    }
     pthread_mutex_unlock (&self->lock);
+    if (adopted) {
+        log_info ("tenant=%s sandbox=%s cid=%s: created from the warm pool", tenant, rec.id,
+                  rec.cid);
+        *out = s_to_json (&rec);
+        *created = 1;
+        registry_rec_clear (&rec);
+        return 0;
+    }
     if (rc < 0) {
         registry_rec_clear (&rec);
         /* Lost a race with a create of the same id: answer with that one. */
@@ -435,6 +610,12 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
     for (size_t i = 0; i < n; i++) {
         registry_rec_t *rec = &list[i];
         err_t rerr = { 0 };
+        if (!strcmp (rec->tenant, POOL_TENANT)) {
+            /* A pool from before a crash: start afresh. */
+            s_destroy_container (self, rec->cid);
+            registry_delete (self->reg, POOL_TENANT, rec->id, NULL);
+            continue;
+        }
         if (strcmp (rec->status, "running") != 0 || rec->expires_at <= now) {
             /* Interrupted create or delete, or expired while we were down. */
             s_delete (self, rec->tenant, rec->id, "recovery", &rerr);

@@ -23,6 +23,13 @@ void sandbox_mgr_destroy (sandbox_mgr_t **self_p);
    sandboxes, and re-attach (restarting containers when needed) the rest. */
 int sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err);
 
+/* Keep cfg->warm_sandboxes ready sandboxes (default limits, kernels
+   warming through the started hook) in the background; a create adopts one
+   instead of starting a container. stop_pool ends the thread and destroys
+   the pooled sandboxes, which hold no one's state. */
+void sandbox_mgr_start_pool (sandbox_mgr_t *self);
+void sandbox_mgr_stop_pool (sandbox_mgr_t *self);
+
 /* Reap every sandbox past its expiry. Returns how many were reaped. */
 int sandbox_mgr_reap (sandbox_mgr_t *self);
 
