@@ -55,6 +55,9 @@ struct _contexts_t {
     const config_t *cfg;
     pthread_mutex_t lock;
     pthread_cond_t filled; /* a pool start finished (with or without a kernel) */
+    int fills;             /* pool start threads running */
+    int runs;              /* code runs prepared and not yet freed */
+    bool closing;
     sbox_t *boxes;
 };
 
@@ -208,6 +211,7 @@ s_fill_thread (void *arg)
                   kernel_lang_name (f->lang), err.message);
     pthread_mutex_lock (&self->lock);
     f->box->filling[f->lang]--;
+    self->fills--;
     pthread_cond_broadcast (&self->filled);
     if (k && !f->box->gone) {
         kernel_t **grown
@@ -231,7 +235,7 @@ static void
 s_pool_fill (contexts_t *self, sbox_t *b, kernel_lang_t lang)
 {
     int64_t want = s_pool_target (self, lang);
-    while (!b->gone && (int64_t)b->npool[lang] + b->filling[lang] < want) {
+    while (!b->gone && !self->closing && (int64_t)b->npool[lang] + b->filling[lang] < want) {
         fill_t *f = calloc (1, sizeof *f);
         pthread_t t;
         pthread_attr_t attr;
@@ -242,11 +246,13 @@ s_pool_fill (contexts_t *self, sbox_t *b, kernel_lang_t lang)
         f->lang = lang;
         b->refs++;
         b->filling[lang]++;
+        self->fills++;
         pthread_attr_init (&attr);
         pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
         if (pthread_create (&t, &attr, s_fill_thread, f) != 0) {
             b->refs--;
             b->filling[lang]--;
+            self->fills--;
             free (f);
             pthread_attr_destroy (&attr);
             return;
@@ -334,9 +340,16 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
 /* --- sandbox hooks --------------------------------------------------------------- */
 
 static void
-s_on_started (void *arg, const char *cid, const char *dir)
+s_on_started (void *arg, const char *cid, const char *dir, bool recovered)
 {
     contexts_t *self = arg;
+    if (recovered) {
+        /* Contexts do not survive a broker restart: free what the previous
+           process left behind before warming new kernels. */
+        err_t err = { 0 };
+        if (kernel_cleanup_stale (sandbox_mgr_link (self->mgr), cid, &err) < 0)
+            log_warn ("sandbox cid=%s: removing stale kernels: %s", cid, err.message);
+    }
     pthread_mutex_lock (&self->lock);
     sbox_t *b = s_box_get (self, cid);
     if (b)
@@ -346,7 +359,7 @@ s_on_started (void *arg, const char *cid, const char *dir)
 }
 
 static void
-s_on_stopped (void *arg, const char *cid, const char *dir)
+s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
 {
     contexts_t *self = arg;
     pthread_mutex_lock (&self->lock);
@@ -413,7 +426,28 @@ contexts_destroy (contexts_t **self_p)
         return;
     contexts_t *self = *self_p;
     sandbox_mgr_set_hooks (self->mgr, NULL, NULL, NULL);
-    /* Kernels keep running inside their sandboxes; only our memory goes. */
+    /* Wait for kernel starts and streamed runs in flight (their clients are
+       gone, so they are being interrupted), then let every kernel go: contexts
+       do not survive the broker, and their sockets must be closed before
+       the ZeroMQ context can end. Requests are no longer being served. */
+    pthread_mutex_lock (&self->lock);
+    self->closing = true;
+    while (self->fills > 0 || self->runs > 0)
+        pthread_cond_wait (&self->filled, &self->lock);
+    char (*cids)[64] = NULL;
+    size_t n = 0;
+    for (sbox_t *b = self->boxes; b; b = b->next) {
+        char (*g)[64] = realloc (cids, (n + 1) * sizeof *g);
+        if (g) {
+            cids = g;
+            snprintf (cids[n++], 64, "%s", b->cid);
+        }
+    }
+    pthread_mutex_unlock (&self->lock);
+    for (size_t i = 0; i < n; i++)
+        s_on_stopped (self, cids[i], NULL, false);
+    free (cids);
+    pthread_cond_destroy (&self->filled);
     pthread_mutex_destroy (&self->lock);
     free (self);
     *self_p = NULL;
@@ -735,6 +769,9 @@ contexts_run_prepare (contexts_t *self, const char *tenant, const char *sid, jso
     }
     run->owner = self;
     run->ctx = c;
+    pthread_mutex_lock (&self->lock);
+    self->runs++;
+    pthread_mutex_unlock (&self->lock);
     run->timeout_ms = timeout_ms;
     return run;
 }
@@ -744,7 +781,12 @@ contexts_run_free (code_run_t *run)
 {
     if (!run)
         return;
-    s_ctx_release (run->owner, run->ctx);
+    contexts_t *self = run->owner;
+    s_ctx_release (self, run->ctx);
+    pthread_mutex_lock (&self->lock);
+    self->runs--;
+    pthread_cond_broadcast (&self->filled);
+    pthread_mutex_unlock (&self->lock);
     free (run->code);
     free (run);
 }

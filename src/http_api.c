@@ -333,6 +333,12 @@ static int
 s_cs_sink (void *arg, json_t *event)
 {
     code_stream_t *cs = arg;
+    if (!event) {
+        pthread_mutex_lock (&cs->lock);
+        int gone = cs->client_gone;
+        pthread_mutex_unlock (&cs->lock);
+        return gone;
+    }
     const char *name = json_string_value (json_object_get (event, "event"));
     json_t *data = json_object_get (event, "data");
     pthread_mutex_lock (&cs->lock);

@@ -381,6 +381,37 @@ kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kern
     return self;
 }
 
+int
+kernel_cleanup_stale (agent_link_t *link, const char *cid, err_t *err)
+{
+    json_t *req = json_pack (
+        "{s:s, s:s, s:s, s:i, s:i}", "op", "exec", "command",
+        "pkill -KILL -f '^(python3 -m ipykernel_launcher|node /usr/local/bin/tslab kernel) .*/run/"
+        "kernels/' ; rm -rf /run/kernels/* ; true",
+        "cwd", "/", "timeout_ms", 10000, "max_output", 4096);
+    agent_call_t *call = agent_call_new (link, cid, req, NULL, 0, 5000, err);
+    json_decref (req);
+    if (!call)
+        return -1;
+    int rc = -1;
+    for (;;) {
+        json_t *h = NULL;
+        char *data = NULL;
+        size_t len = 0;
+        int got = agent_call_recv (call, 15000, &h, &data, &len, err);
+        const char *ev = got == 1 ? json_string_value (json_object_get (h, "ev")) : NULL;
+        bool end = !ev || !strcmp (ev, "exit") || !strcmp (ev, "error");
+        if (ev && !strcmp (ev, "exit"))
+            rc = 0;
+        json_decref (h);
+        free (data);
+        if (end)
+            break;
+    }
+    agent_call_destroy (&call);
+    return rc;
+}
+
 void
 kernel_destroy (kernel_t **self_p)
 {
@@ -528,6 +559,8 @@ kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_m
                 jupyter_msg_destroy (&m);
             }
         }
+        if (sink && !gone && sink (arg, NULL))
+            gone = true;
         s_check_proc (self, why, sizeof why);
         if (self->dead) {
             s_deliver_one (execution_fail (exec, "KernelDied",

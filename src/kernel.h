@@ -28,6 +28,10 @@ int kernel_lang_parse (const char *name, kernel_lang_t *out);
 kernel_t *kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir,
                         kernel_lang_t lang, err_t *err);
 
+/* Kill kernels a previous broker process left running in sandbox cid (it
+   cannot re-attach to them) and empty /run/kernels there. */
+int kernel_cleanup_stale (agent_link_t *link, const char *cid, err_t *err);
+
 /* Kill the kernel's process group, close its sockets, remove its directory. */
 void kernel_destroy (kernel_t **self_p);
 
@@ -37,8 +41,9 @@ kernel_lang_t kernel_lang (const kernel_t *self);
 bool kernel_alive (kernel_t *self);
 
 /* Called for each streaming event of a run ({"event", "data"} objects as
-   made by execution.h). Returning nonzero means the consumer went away:
-   the run is interrupted and finishes quietly. */
+   made by execution.h), and with event NULL every poll cycle (≤ 250 ms) as
+   a probe. Returning nonzero means the consumer went away: the run is
+   interrupted and finishes quietly. */
 typedef int (kernel_sink_fn) (void *arg, json_t *event);
 
 /* Run code to completion (or deadline). silent runs do not count in the

@@ -162,13 +162,13 @@ sandbox_mgr_dir (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
 }
 
 static void
-s_notify (sandbox_mgr_t *self, sandbox_hook_fn *fn, const char *cid)
+s_notify (sandbox_mgr_t *self, sandbox_hook_fn *fn, const char *cid, bool recovered)
 {
     char dir[1200];
     if (!fn)
         return;
     s_dir_of (self, cid, dir, sizeof dir);
-    fn (self->hook_arg, cid, dir);
+    fn (self->hook_arg, cid, dir, recovered);
 }
 
 static void
@@ -176,7 +176,7 @@ s_destroy_container (sandbox_mgr_t *self, const char *cid)
 {
     char dir[1200];
     err_t err = { 0 };
-    s_notify (self, self->on_stopped, cid);
+    s_notify (self, self->on_stopped, cid, false);
     agent_link_detach (self->link, cid);
     s_dir_of (self, cid, dir, sizeof dir);
     if (runtime_destroy (&self->rt, cid, dir, &err) < 0)
@@ -236,7 +236,7 @@ s_pool_create_one (sandbox_mgr_t *self)
         if (s_start (self, &rec, true, &err) == 0
             && agent_link_ping (self->link, rec.cid, AGENT_READY_MS, &err) == 0) {
             registry_set_status (self->reg, POOL_TENANT, rec.id, "running", NULL);
-            s_notify (self, self->on_started, rec.cid);
+            s_notify (self, self->on_started, rec.cid, false);
             rc = 0;
         }
         else {
@@ -488,7 +488,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
     }
     registry_set_status (self->reg, tenant, rec.id, "running", NULL);
     snprintf (rec.status, sizeof rec.status, "running");
-    s_notify (self, self->on_started, rec.cid);
+    s_notify (self, self->on_started, rec.cid, false);
     log_info ("tenant=%s sandbox=%s cid=%s: created in %lld ms", tenant, rec.id, rec.cid,
               (long long)(util_mono_ms () - t0));
     *out = s_to_json (&rec);
@@ -627,7 +627,7 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
                        rec->cid, rerr.message);
             continue;
         }
-        s_notify (self, self->on_started, rec->cid);
+        s_notify (self, self->on_started, rec->cid, true);
         log_info ("tenant=%s sandbox=%s cid=%s: recovered (%s)", rec->tenant, rec->id, rec->cid,
                   running ? "re-attached" : "restarted");
     }

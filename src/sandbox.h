@@ -50,9 +50,10 @@ int sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, ch
                      json_t **env, err_t *err);
 
 /* Observers of sandbox life: started is called (from the creating thread)
-   once a sandbox's agent answers, after create and after recovery; stopped
-   just before its container is torn down. */
-typedef void (sandbox_hook_fn) (void *arg, const char *cid, const char *dir);
+   once a sandbox's agent answers, after create (recovered false) and after
+   a broker restart re-attached it (recovered true); stopped just before its
+   container is torn down (recovered false). */
+typedef void (sandbox_hook_fn) (void *arg, const char *cid, const char *dir, bool recovered);
 void sandbox_mgr_set_hooks (sandbox_mgr_t *self, sandbox_hook_fn *started, sandbox_hook_fn *stopped,
                             void *arg);
 
