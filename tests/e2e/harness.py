@@ -365,6 +365,12 @@ class Broker:
         with os.fdopen(fd, "w") as f:
             for tenant, tok in self.tokens.items():
                 f.write("%s %s\n" % (tok, tenant))
+        # The warm sandbox pool is off unless a test asks for it: with it on,
+        # the container of a new sandbox is one that existed before the
+        # create, and checks that find a sandbox's container by what
+        # appeared around its create could not tell which it is.
+        config = dict(config or {})
+        config.setdefault("warm_sandboxes", 0)
         self.config_path = None
         if config:
             self.config_path = os.path.join(self.tmp, "sandboxd.conf")
@@ -789,3 +795,12 @@ def in_thread(fn, *args, **kw):
             return not th.is_alive()
 
     return Handle()
+
+
+def read_text(path):
+    """The text of a small file, or '' when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
