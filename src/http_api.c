@@ -81,6 +81,26 @@ s_fail (struct MHD_Connection *conn, int status, const char *code, const char *m
     return s_send_error (conn, &err);
 }
 
+/* Queue a 200 text/event-stream response whose body reader produces; the
+   free callback runs (also on failure) when the response is done with. */
+static enum MHD_Result
+s_sse_response (struct MHD_Connection *conn, MHD_ContentReaderCallback reader, void *cls,
+                MHD_ContentReaderFreeCallback free_cb)
+{
+    struct MHD_Response *resp
+        = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 64 * 1024, reader, cls, free_cb);
+    if (!resp) {
+        free_cb (cls);
+        return MHD_NO;
+    }
+    MHD_add_response_header (resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header (resp, "Cache-Control", "no-cache");
+    MHD_add_response_header (resp, "X-Accel-Buffering", "no");
+    enum MHD_Result rc = MHD_queue_response (conn, 200, resp);
+    MHD_destroy_response (resp);
+    return rc;
+}
+
 /* --- streaming exec ------------------------------------------------------- */
 
 typedef struct {
@@ -230,18 +250,7 @@ s_exec_stream (struct MHD_Connection *conn, exec_t *exec)
         = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     st->fd = ci ? ci->connect_fd : -1;
     s_stream_push (st, "start", json_pack ("{s:i}", "pid", exec_pid (exec)));
-    struct MHD_Response *resp = MHD_create_response_from_callback (
-        MHD_SIZE_UNKNOWN, 64 * 1024, s_stream_read, st, s_stream_free);
-    if (!resp) {
-        s_stream_free (st);
-        return MHD_NO;
-    }
-    MHD_add_response_header (resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header (resp, "Cache-Control", "no-cache");
-    MHD_add_response_header (resp, "X-Accel-Buffering", "no");
-    enum MHD_Result rc = MHD_queue_response (conn, 200, resp);
-    MHD_destroy_response (resp);
-    return rc;
+    return s_sse_response (conn, s_stream_read, st, s_stream_free);
 }
 
 /* --- routing ------------------------------------------------------------------ */
@@ -445,18 +454,7 @@ s_code_stream (struct MHD_Connection *conn, code_run_t *run)
         free (cs);
         return s_fail (conn, 500, "internal", "cannot start the run");
     }
-    struct MHD_Response *resp
-        = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 64 * 1024, s_cs_read, cs, s_cs_free);
-    if (!resp) {
-        s_cs_free (cs);
-        return MHD_NO;
-    }
-    MHD_add_response_header (resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header (resp, "Cache-Control", "no-cache");
-    MHD_add_response_header (resp, "X-Accel-Buffering", "no");
-    enum MHD_Result rc = MHD_queue_response (conn, 200, resp);
-    MHD_destroy_response (resp);
-    return rc;
+    return s_sse_response (conn, s_cs_read, cs, s_cs_free);
 }
 
 typedef enum {

@@ -2,6 +2,7 @@
 #include "jsonv.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -214,25 +215,23 @@ s_utf8_seq (const unsigned char *p, size_t n)
     return len;
 }
 
-json_t *
-jsonv_string_from_bytes (const char *buf, size_t len)
+char *
+jsonv_utf8_scrub (const char *buf, size_t len, size_t *out_len)
 {
     const unsigned char *p = (const unsigned char *)buf;
-    size_t i = 0;
-    while (i < len) {
+    size_t bad = 0;
+    for (size_t i = 0; i < len;) {
         size_t n = s_utf8_seq (p + i, len - i);
-        if (n == 0)
-            break;
-        i += n;
+        bad += n == 0;
+        i += n ? n : 1;
     }
-    if (i == len)
-        return json_stringn_nocheck (buf, len);
-    /* Worst case every byte becomes the 3-byte replacement character. */
-    char *out = malloc (len * 3 + 1);
+    if (bad == 0 || len > SIZE_MAX - 2 * bad)
+        return NULL;
+    char *out = malloc (len + 2 * bad);
     if (!out)
         return NULL;
     size_t o = 0;
-    for (i = 0; i < len;) {
+    for (size_t i = 0; i < len;) {
         size_t n = s_utf8_seq (p + i, len - i);
         if (n == 0) {
             memcpy (out + o, "\xEF\xBF\xBD", 3);
@@ -245,8 +244,19 @@ jsonv_string_from_bytes (const char *buf, size_t len)
             i += n;
         }
     }
-    json_t *s = json_stringn_nocheck (out, o);
-    free (out);
+    *out_len = o;
+    return out;
+}
+
+json_t *
+jsonv_string_from_bytes (const char *buf, size_t len)
+{
+    size_t clean_len = 0;
+    char *clean = jsonv_utf8_scrub (buf, len, &clean_len);
+    if (!clean)
+        return json_stringn_nocheck (buf, len);
+    json_t *s = json_stringn_nocheck (clean, clean_len);
+    free (clean);
     return s;
 }
 

@@ -33,6 +33,12 @@ int jsonv_bool (json_t *obj, const char *path, const char *key, bool *out, err_t
 int jsonv_env (json_t *obj, const char *path, const char *key, size_t max_entries, size_t max_bytes,
                json_t **out, err_t *err);
 
+/* A copy of buf with every byte that does not start a valid UTF-8 sequence
+   (overlong forms, surrogates and code points past U+10FFFF included)
+   replaced by U+FFFD, or NULL when buf is valid UTF-8 already (or memory
+   ran out). Caller frees. */
+char *jsonv_utf8_scrub (const char *buf, size_t len, size_t *out_len);
+
 /* A new JSON string from arbitrary bytes: invalid UTF-8 sequences become
    U+FFFD, NUL bytes are kept (\u0000). Caller owns the reference. */
 json_t *jsonv_string_from_bytes (const char *buf, size_t len);

@@ -75,73 +75,6 @@ s_sign (const jupyter_session_t *s, void *const *parts, const size_t *lens,
     sodium_memzero (&st, sizeof st);
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0 if it is
-   not one: overlong forms, surrogates and code points past U+10FFFF are
-   invalid, as for jansson. */
-static size_t
-s_utf8_seq (const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t len;
-    unsigned cp, min;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2, cp = c & 0x1f, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3, cp = c & 0x0f, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4, cp = c & 0x07, min = 0x10000;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
-/* A copy of buf with every byte that does not start a valid UTF-8 sequence
-   replaced by U+FFFD, or NULL when buf is valid UTF-8 already (or memory
-   ran out). Caller frees. */
-static char *
-s_utf8_scrub (const char *buf, size_t len, size_t *out_len)
-{
-    const unsigned char *p = (const unsigned char *)buf;
-    size_t bad = 0;
-    for (size_t i = 0; i < len;) {
-        size_t n = s_utf8_seq (p + i, len - i);
-        bad += n == 0;
-        i += n ? n : 1;
-    }
-    if (bad == 0 || len > SIZE_MAX - 2 * bad)
-        return NULL;
-    char *out = malloc (len + 2 * bad);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len;) {
-        size_t n = s_utf8_seq (p + i, len - i);
-        if (n == 0) {
-            memcpy (out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-        }
-        else {
-            memcpy (out + o, p + i, n);
-            o += n;
-            i += n;
-        }
-    }
-    *out_len = o;
-    return out;
-}
-
 /* Parse one JSON frame that must hold an object. The signature has been
    checked already, so the bytes are the kernel's own: ipykernel packs with
    Python's "surrogateescape", so text a tenant printed with lone surrogates
@@ -155,7 +88,7 @@ s_parse_object (const void *buf, size_t len, const char *what, err_t *err)
     json_t *obj = json_loadb (buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!obj) {
         size_t clean_len = 0;
-        char *clean = s_utf8_scrub (buf, len, &clean_len);
+        char *clean = jsonv_utf8_scrub (buf, len, &clean_len);
         if (clean) {
             obj = json_loadb (clean, clean_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
             free (clean);
