@@ -296,7 +296,10 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
     if (!k)
         return NULL;
 
-    /* Every context starts in its own cwd and env, pooled kernel or not. */
+    /* Every context starts in its own cwd and env, pooled kernel or not;
+       kernels start in /workspace with the base environment already. */
+    if (!strcmp (c->cwd, "/workspace") && json_object_size (c->env) == 0)
+        return k;
     char *cwd_json = json_dumps (json_string (c->cwd), JSON_ENCODE_ANY | JSON_COMPACT);
     json_t *cwd_str = json_string (c->cwd);
     char *cwd_lit = json_dumps (cwd_str, JSON_ENCODE_ANY | JSON_COMPACT);
@@ -695,6 +698,12 @@ contexts_restart (contexts_t *self, const char *tenant, const char *sid, const c
     ctx_t *c = s_ctx_for (self, tenant, sid, ctx_id, err);
     if (!c)
         return -1;
+    /* A run in progress ends now (KernelDied), not when it would finish. */
+    pthread_mutex_lock (&self->lock);
+    kernel_t *running = c->busy ? c->kernel : NULL;
+    pthread_mutex_unlock (&self->lock);
+    if (running)
+        kernel_kill (running);
     pthread_mutex_lock (&self->lock);
     s_turn_take (self, c);
     kernel_t *old = c->kernel;

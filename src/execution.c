@@ -24,6 +24,7 @@ struct _execution_t {
     json_t *err_log;     /* array of stderr strings */
     json_t *error;       /* {name, value, traceback} or NULL */
     json_t *reply_error; /* execute_reply's error, held until idle says iopub has none */
+    bool aborted;        /* the kernel skipped the cell without running it */
     json_int_t count;
     bool has_count;
     bool idle;
@@ -539,6 +540,27 @@ s_finish (execution_t *self, json_t *events)
     self->reply_error = NULL;
 }
 
+/* The first non-empty line the run wrote to stderr ("Error: boom" for a
+   TSLab throw), or a fixed text when it wrote none. New reference. */
+static json_t *
+s_stderr_summary (execution_t *self)
+{
+    size_t i;
+    json_t *entry;
+    json_array_foreach (self->err_log, i, entry)
+    {
+        const char *text = json_string_value (entry);
+        while (text && *text) {
+            size_t n = strcspn (text, "\n");
+            size_t lead = strspn (text, " \t\r");
+            if (n > lead)
+                return json_stringn (text + lead, n - lead > 1000 ? 1000 : n - lead);
+            text += n + (text[n] == '\n');
+        }
+    }
+    return json_string ("the cell failed (the kernel reported no details)");
+}
+
 static void
 s_on_reply (execution_t *self, json_t *content, json_t *events)
 {
@@ -547,15 +569,34 @@ s_on_reply (execution_t *self, json_t *content, json_t *events)
     self->reply = true;
     s_record_count (self, json_object_get (content, "execution_count"), events);
     const char *status = json_string_value (json_object_get (content, "status"));
-    if (status && strcmp (status, "error") == 0)
+    if (status && strcmp (status, "error") == 0) {
         self->reply_error = s_error_from (self, json_object_get (content, "ename"),
                                           json_object_get (content, "evalue"),
                                           json_object_get (content, "traceback"));
-    else if (status && strcmp (status, "aborted") == 0)
+        if (!self->reply_error) {
+            /* TSLab fails a cell with a bare status and writes the error to
+               stderr: the client must still see that the run failed. */
+            json_t *name = json_string ("Error");
+            json_t *value = s_stderr_summary (self);
+            self->reply_error = s_error_from (self, name, value, self->err_log);
+            json_decref (name);
+            json_decref (value);
+        }
+    }
+    else if (status && (strcmp (status, "aborted") == 0 || strcmp (status, "abort") == 0)) {
+        /* IPython says "aborted", TSLab "abort": the cell never ran. */
+        self->aborted = true;
         self->reply_error
             = json_pack ("{s:s, s:s, s:[]}", "name", "ExecutionAborted", "value",
                          "the kernel aborted this execution without running it", "traceback");
+    }
     s_finish (self, events);
+}
+
+bool
+execution_aborted (const execution_t *self)
+{
+    return self->aborted;
 }
 
 json_t *

@@ -37,6 +37,11 @@ void execution_destroy (execution_t **self_p);
 json_t *execution_apply (execution_t *self, const char *channel, const char *msg_type,
                          json_t *content);
 
+/* True when the kernel answered that it skipped the cell without running
+   it (IPython "aborted" after an earlier failure with stop_on_error; TSLab
+   "abort" for 200 ms after any failure). */
+bool execution_aborted (const execution_t *self);
+
 /* True once both the shell execute_reply and iopub status "idle" arrived. */
 bool execution_done (const execution_t *self);
 

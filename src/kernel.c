@@ -22,10 +22,12 @@
 #include "jsonv.h"
 #include "jupyter.h"
 
-#define START_TIMEOUT_MS 60000
-#define GRACE_MS         3000
-#define POLL_MS          250
-#define KERNEL_UID       1000
+#define START_TIMEOUT_MS  60000
+#define GRACE_MS          3000
+#define POLL_MS           250
+#define KERNEL_UID        1000
+#define MAX_ABORT_RETRIES 3
+#define ABORT_RETRY_MS    250
 
 enum { CH_SHELL = 0, CH_IOPUB, CH_STDIN, CH_CONTROL, CH_HB, CH_COUNT };
 static const char *const s_channel_names[CH_COUNT] = { "shell", "iopub", "stdin", "control", "hb" };
@@ -488,19 +490,6 @@ kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_m
         err_set (err, 503, "kernel_unavailable", "the kernel is not running");
         return NULL;
     }
-    json_t *content = json_pack ("{s:s, s:b, s:b, s:{}, s:b, s:b}", "code", code, "silent", silent,
-                                 "store_history", !silent, "user_expressions", "allow_stdin", 0,
-                                 "stop_on_error", 1);
-    jupyter_msg_t *req = jupyter_msg_new (&self->session, "execute_request", content);
-    if (!req || jupyter_msg_send (&self->session, self->sock[CH_SHELL], req, err) < 0) {
-        jupyter_msg_destroy (&req);
-        return NULL;
-    }
-    char msg_id[80];
-    snprintf (msg_id, sizeof msg_id, "%s", jupyter_msg_id (req));
-    jupyter_msg_destroy (&req);
-
-    execution_t *exec = execution_new (max_bytes);
     if (silent)
         sink = NULL;
     int64_t start = util_mono_ms ();
@@ -508,6 +497,29 @@ kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_m
     int64_t interrupted_at = 0;
     bool timed_out = false, gone = false;
     char why[512] = "";
+    char msg_id[80];
+    execution_t *exec = NULL;
+    int attempt = 0;
+send:
+    /* stop_on_error off: one failed cell must not make IPython skip the
+       next request that arrives before it has settled. */
+    {
+        json_t *content = json_pack ("{s:s, s:b, s:b, s:{}, s:b, s:b}", "code", code, "silent",
+                                     silent, "store_history", !silent, "user_expressions",
+                                     "allow_stdin", 0, "stop_on_error", 0);
+        jupyter_msg_t *req = jupyter_msg_new (&self->session, "execute_request", content);
+        if (!req || jupyter_msg_send (&self->session, self->sock[CH_SHELL], req, err) < 0) {
+            if (!req)
+                err_set (err, 500, "internal", "out of memory");
+            jupyter_msg_destroy (&req);
+            execution_destroy (&exec);
+            return NULL;
+        }
+        snprintf (msg_id, sizeof msg_id, "%s", jupyter_msg_id (req));
+        jupyter_msg_destroy (&req);
+    }
+    execution_destroy (&exec);
+    exec = execution_new (max_bytes);
     while (!execution_done (exec)) {
         int64_t now = util_mono_ms ();
         if (!interrupted_at && (now >= deadline || gone)) {
@@ -553,7 +565,10 @@ kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_m
                 if (!strcmp (jupyter_parent_id (m), msg_id)) {
                     json_t *events = execution_apply (exec, i == 1 ? "iopub" : "shell",
                                                       jupyter_msg_type (m), m->content);
-                    if (s_deliver (events, gone ? NULL : sink, arg))
+                    /* A skipped cell is sent again (below): keep its
+                       "aborted" error from the client. */
+                    bool retry = execution_aborted (exec) && attempt < MAX_ABORT_RETRIES;
+                    if (s_deliver (events, gone || retry ? NULL : sink, arg))
                         gone = true;
                 }
                 jupyter_msg_destroy (&m);
@@ -568,6 +583,13 @@ kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_m
                            gone ? NULL : sink, arg);
             break;
         }
+    }
+    if (execution_aborted (exec) && attempt < MAX_ABORT_RETRIES && !interrupted_at && !gone
+        && !self->dead && util_mono_ms () + ABORT_RETRY_MS < deadline) {
+        /* TSLab skips every cell for 200 ms after a failed one. */
+        attempt++;
+        usleep (ABORT_RETRY_MS * 1000);
+        goto send;
     }
     if (timed_out) {
         char msg[128];
