@@ -11,6 +11,9 @@
 #ifndef PKGLIBEXECDIR
 #define PKGLIBEXECDIR "/usr/local/libexec/sandboxd"
 #endif
+#ifndef PKGDATADIR
+#define PKGDATADIR "/usr/local/share/sandboxd"
+#endif
 #ifndef DEFAULT_RUNTIME
 #define DEFAULT_RUNTIME "runc"
 #endif
@@ -23,6 +26,7 @@ config_defaults (config_t *cfg)
     snprintf (cfg->state_dir, sizeof cfg->state_dir, "/var/lib/sandboxd");
     snprintf (cfg->image_dir, sizeof cfg->image_dir, "/var/cache/sandboxd/images");
     snprintf (cfg->agent_path, sizeof cfg->agent_path, "%s/sandbox-agent", PKGLIBEXECDIR);
+    snprintf (cfg->kernel_lib_dir, sizeof cfg->kernel_lib_dir, "%s/kernels/python", PKGDATADIR);
     snprintf (cfg->runtime, sizeof cfg->runtime, "%s", DEFAULT_RUNTIME);
     snprintf (cfg->cgroup_parent, sizeof cfg->cgroup_parent, "/sandboxd");
     cfg->log_level = LOG_LVL_INFO;
@@ -70,6 +74,7 @@ static const key_t_ s_keys[] = {
     { S (tokens) },
     { S (image_dir) },
     { S (agent_path) },
+    { S (kernel_lib_dir) },
     { S (runtime) },
     { S (cgroup_parent) },
     { "log_level", K_LOG, offsetof (config_t, log_level), 0, 0, 0 },

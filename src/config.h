@@ -13,7 +13,8 @@ typedef struct {
     char tokens[1024];    /* tokens file; empty = no auth, loopback only */
     char image_dir[1024]; /* image cache: <image_dir>/current/rootfs */
     char agent_path[1024];
-    char runtime[256]; /* OCI runtime binary */
+    char kernel_lib_dir[1024]; /* kernels/python: IPython start-up code */
+    char runtime[256];         /* OCI runtime binary */
     char cgroup_parent[128];
     log_level_t log_level;
 

@@ -36,11 +36,19 @@ static const struct {
     const char *mime;
     const char *field;
 } s_mimes[] = {
-    { "text/plain", "text" },        { "text/html", "html" },
-    { "text/markdown", "markdown" }, { "image/svg+xml", "svg" },
-    { "image/png", "png" },          { "image/jpeg", "jpeg" },
-    { "application/pdf", "pdf" },    { "text/latex", "latex" },
-    { "application/json", "json" },  { "application/javascript", "javascript" },
+    { "text/plain", "text" },
+    { "text/html", "html" },
+    { "text/markdown", "markdown" },
+    { "image/svg+xml", "svg" },
+    { "image/png", "png" },
+    { "image/jpeg", "jpeg" },
+    { "application/pdf", "pdf" },
+    { "text/latex", "latex" },
+    { "application/json", "json" },
+    { "application/javascript", "javascript" },
+    /* made by kernels/python/sandboxd_display.py (docs/charts.md) */
+    { "application/vnd.sandboxd.data+json", "data" },
+    { "application/vnd.sandboxd.chart+json", "chart" },
 };
 #define S_NMIMES (sizeof s_mimes / sizeof s_mimes[0])
 

@@ -60,7 +60,9 @@ json_t *execution_to_json (const execution_t *self);
    text/plain→text, text/html→html, text/markdown→markdown,
    image/svg+xml→svg, image/png→png, image/jpeg→jpeg, application/pdf→pdf,
    text/latex→latex, application/json→json, application/javascript→
-   javascript, anything else into extra{mime: value}; plus "formats" (the
+   javascript, application/vnd.sandboxd.data+json→data,
+   application/vnd.sandboxd.chart+json→chart, anything else into
+   extra{mime: value}; plus "formats" (the
    field names present, in that order), "is_main_result" and "display_id"
    (string or null). Caller owns. */
 json_t *execution_result_from_bundle (json_t *data, bool is_main, const char *display_id);

@@ -280,7 +280,10 @@ s_kernel_command (kernel_lang_t lang)
     case KERNEL_PYTHON:
         /* No SQLite history: In/Out stay in memory, and each cell skips a
            database write (about a third of a 1+1 round trip). */
-        return "python3 -m ipykernel_launcher --HistoryManager.enabled=False -f";
+        return "python3 -m ipykernel_launcher --HistoryManager.enabled=False "
+               "\"--IPKernelApp.exec_lines=__import__('sys').path.insert(0, "
+               "'/opt/sandboxd/python'); import sandboxd_display as _sbx; "
+               "_sbx.install(get_ipython()); del _sbx\" -f";
     case KERNEL_JAVASCRIPT:
         return "tslab kernel --js --config-path";
     case KERNEL_TYPESCRIPT:
@@ -322,7 +325,7 @@ kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kern
         return NULL;
     }
 
-    char base[128], file[160], command[1024];
+    char base[128], file[160], command[1536];
     snprintf (base, sizeof base, "/run/kernels/%s/k", self->kid);
     snprintf (file, sizeof file, "/run/kernels/%s/connection.json", self->kid);
     json_t *conn = jupyter_connection_info (&self->session, base,
@@ -388,11 +391,11 @@ kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kern
 int
 kernel_cleanup_stale (agent_link_t *link, const char *cid, err_t *err)
 {
-    json_t *req = json_pack (
-        "{s:s, s:s, s:s, s:i, s:i}", "op", "exec", "command",
-        "pkill -KILL -f '^(python3 -m ipykernel_launcher .*|node /usr/local/bin/tslab kernel) .*/run/"
-        "kernels/' ; rm -rf /run/kernels/* ; true",
-        "cwd", "/", "timeout_ms", 10000, "max_output", 4096);
+    json_t *req = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "op", "exec", "command",
+                             "pkill -KILL -f '^(python3 -m ipykernel_launcher .*|node "
+                             "/usr/local/bin/tslab kernel) .*/run/"
+                             "kernels/' ; rm -rf /run/kernels/* ; true",
+                             "cwd", "/", "timeout_ms", 10000, "max_output", 4096);
     agent_call_t *call = agent_call_new (link, cid, req, NULL, 0, 5000, err);
     json_decref (req);
     if (!call)

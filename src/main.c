@@ -23,6 +23,7 @@ s_usage (FILE *out)
 {
     fprintf (out, "usage: sandboxd [--listen ADDR:PORT] [--state-dir DIR] [--tokens FILE]\n"
                   "                [--image-dir DIR] [--config FILE] [--agent-path FILE]\n"
+                  "                [--kernel-lib-dir DIR]\n"
                   "                [--log-level debug|info|warn|error]\n"
                   "Every option can also be set in the config file as `key = value`\n"
                   "(listen, state_dir, tokens, image_dir, agent_path, log_level, ...);\n"
@@ -37,6 +38,7 @@ static const struct option s_options[] = {
     { "config", required_argument, NULL, 'c' },
     { "agent-path", required_argument, NULL, 'a' },
     { "log-level", required_argument, NULL, 'L' },
+    { "kernel-lib-dir", required_argument, NULL, 'K' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -55,6 +57,8 @@ s_key_of (int opt)
         return "image_dir";
     case 'a':
         return "agent_path";
+    case 'K':
+        return "kernel_lib_dir";
     case 'L':
         return "log_level";
     }

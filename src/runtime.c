@@ -381,6 +381,8 @@ runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
     /* Kernels bind their sockets here; tenant code can write it, so the
        broker only ever reaches into it through O_NOFOLLOW descriptors. */
     s_add_mount (mounts, S_KERNELS_PATH, "bind", kernels, kernels_opts);
+    if (cfg->kernel_lib_dir && *cfg->kernel_lib_dir)
+        s_add_mount (mounts, "/opt/sandboxd/python", "bind", cfg->kernel_lib_dir, agent_opts);
 
     /* A new network namespace without a path: runc configures and brings
        up loopback in it, and nothing else. */

@@ -15,10 +15,12 @@ typedef struct {
 } limits_t;
 
 typedef struct {
-    const char *runtime;       /* runtime binary, e.g. "runc" */
-    const char *runtime_root;  /* its --root directory, e.g. <state>/runc */
-    const char *agent_path;    /* host path of the sandbox-agent binary */
-    const char *cgroup_parent; /* e.g. "/sandboxd"; cgroupsPath = parent/cid */
+    const char *runtime;        /* runtime binary, e.g. "runc" */
+    const char *runtime_root;   /* its --root directory, e.g. <state>/runc */
+    const char *agent_path;     /* host path of the sandbox-agent binary */
+    const char *cgroup_parent;  /* e.g. "/sandboxd"; cgroupsPath = parent/cid */
+    const char *kernel_lib_dir; /* kernel start-up code, mounted read-only at
+                                   /opt/sandboxd/python; NULL or "" for none */
 } runtime_config_t;
 
 typedef struct {

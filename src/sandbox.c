@@ -76,6 +76,7 @@ sandbox_mgr_new (const config_t *cfg, registry_t *reg, agent_link_t *link, err_t
     self->rt.runtime_root = self->runtime_root;
     self->rt.agent_path = cfg->agent_path;
     self->rt.cgroup_parent = cfg->cgroup_parent;
+    self->rt.kernel_lib_dir = cfg->kernel_lib_dir;
     return self;
 }
 

@@ -39,6 +39,9 @@ from datetime import datetime
 
 BIN = os.environ.get("SANDBOXD_BIN", "src/sandboxd")
 AGENT = os.environ.get("SANDBOXD_AGENT_BIN", "src/agent/sandbox-agent")
+SRCDIR = os.environ.get("SANDBOXD_SRCDIR",
+                        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+KERNEL_LIB = os.path.join(SRCDIR, "kernels", "python")
 IMAGE_DIR = os.environ.get("SANDBOXD_IMAGE_DIR", "/var/cache/sandboxd/images")
 RUNTIME = os.environ.get("SANDBOXD_RUNTIME", "runc")
 
@@ -409,6 +412,7 @@ class Broker:
             "--tokens", self.tokens_path,
             "--image-dir", IMAGE_DIR,
             "--agent-path", os.path.abspath(AGENT),
+            "--kernel-lib-dir", os.path.abspath(KERNEL_LIB),
         ]
         if self.config_path:
             cmd += ["--config", self.config_path]

@@ -47,7 +47,8 @@ def read(path):
 
 def base_args(tmp):
     return ["--state-dir", os.path.join(tmp, "state"), "--image-dir", harness.IMAGE_DIR,
-            "--agent-path", os.path.abspath(harness.AGENT)]
+            "--agent-path", os.path.abspath(harness.AGENT),
+            "--kernel-lib-dir", os.path.abspath(harness.KERNEL_LIB)]
 
 
 def main():
