@@ -66,6 +66,7 @@ struct _code_run_t {
     ctx_t *ctx;
     char *code;
     int64_t timeout_ms;
+    mime_image_opts_t img;
 };
 
 /* --- tables (all under self->lock) ----------------------------------------- */
@@ -325,7 +326,7 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
         snprintf (code, n, "process.chdir(%s); Object.assign(process.env, %s);", cwd_lit, env_lit);
     free (cwd_lit);
     free (env_lit);
-    json_t *res = kernel_execute (k, code, true, 30000, 1 << 20, NULL, NULL, err);
+    json_t *res = kernel_execute (k, code, true, 30000, 1 << 20, NULL, NULL, NULL, err);
     free (code);
     json_t *error = res ? json_object_get (res, "error") : NULL;
     if (!res || (error && !json_is_null (error))) {
@@ -721,7 +722,9 @@ contexts_restart (contexts_t *self, const char *tenant, const char *sid, const c
     return rc;
 }
 
-static const char *const s_run_keys[] = { "code", "context_id", "language", "timeout_ms", NULL };
+static const char *const s_run_keys[] = { "code",       "context_id",       "language",
+                                          "timeout_ms", "max_image_pixels", "max_image_side",
+                                          NULL };
 
 code_run_t *
 contexts_run_prepare (contexts_t *self, const char *tenant, const char *sid, json_t *body,
@@ -736,6 +739,11 @@ contexts_run_prepare (contexts_t *self, const char *tenant, const char *sid, jso
         || jsonv_int (body, "", "timeout_ms", false, 1, self->cfg->exec_max_timeout_ms, &timeout_ms,
                       err)
                < 0)
+        return NULL;
+    int64_t max_pixels = self->cfg->max_image_pixels, max_side = self->cfg->max_image_side;
+    if (jsonv_int (body, "", "max_image_pixels", false, 0, MIME_MAX_IMAGE_PIXELS, &max_pixels, err)
+            < 0
+        || jsonv_int (body, "", "max_image_side", false, 0, 65535, &max_side, err) < 0)
         return NULL;
     kernel_lang_t lang = KERNEL_PYTHON;
     if (language && kernel_lang_parse (language, &lang) < 0) {
@@ -778,6 +786,8 @@ contexts_run_prepare (contexts_t *self, const char *tenant, const char *sid, jso
     }
     run->owner = self;
     run->ctx = c;
+    run->img.max_pixels = max_pixels;
+    run->img.max_side = (int)max_side;
     pthread_mutex_lock (&self->lock);
     self->runs++;
     pthread_mutex_unlock (&self->lock);
@@ -818,7 +828,7 @@ contexts_run_execute (code_run_t *run, kernel_sink_fn *sink, void *arg, err_t *e
         kernel_t *k = c->kernel;
         pthread_mutex_unlock (&self->lock);
         out = kernel_execute (k, run->code, false, run->timeout_ms,
-                              (size_t)self->cfg->max_result_bytes, sink, arg, err);
+                              (size_t)self->cfg->max_result_bytes, &run->img, sink, arg, err);
         pthread_mutex_lock (&self->lock);
         c->busy = false;
         pthread_mutex_unlock (&self->lock);

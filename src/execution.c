@@ -7,12 +7,15 @@
 #include <string.h>
 
 #include "jsonv.h"
+#include "mime.h"
 
 /* Error names are class names; a longer one is not a name any more. */
 #define S_MAX_ERROR_NAME 1024
 
 struct _execution_t {
     size_t max_bytes;
+    bool check_images;
+    mime_image_opts_t img;
     size_t used;          /* bytes held in results and logs, as counted by s_value_bytes */
     bool truncated;       /* output was dropped since the last clear */
     bool error_cut;       /* the error was cut to its own budget */
@@ -175,18 +178,67 @@ s_mime_value (const char *mime, json_t *v)
 /* Build a result from bundle data (an object) and count the bytes it
    holds into *bytes. NULL when it would hold more than limit bytes, or on
    allocation failure. */
+/* Check an image value (png or jpeg) the way mime/ does, downscaling PNGs
+   as img asks. Returns the value to keep (v itself or a re-encoded PNG; v
+   is consumed), or NULL when the image is bad, with the reason recorded in
+   *errors[field]; the image's size goes to *meta[field]. */
 static json_t *
-s_result_new (json_t *data, bool is_main, const char *display_id, size_t limit, size_t *bytes)
+s_check_image (const char *field, json_t *v, const mime_image_opts_t *img, json_t *meta,
+               json_t *errors)
+{
+    err_t err = { 0 };
+    const char *b64 = json_string_value (v);
+    if (!b64) {
+        json_object_set_new (errors, field, json_string ("not a base64 string"));
+        json_decref (v);
+        return NULL;
+    }
+    if (!strcmp (field, "png")) {
+        mime_image_t im = { 0 };
+        if (mime_png_process (b64, json_string_length (v), img, &im, &err) < 0) {
+            json_object_set_new (errors, field, json_string (err.message));
+            json_decref (v);
+            return NULL;
+        }
+        json_object_set_new (meta, field,
+                             json_pack ("{s:i, s:i, s:i, s:i, s:b}", "width", im.width, "height",
+                                        im.height, "original_width", im.original_width,
+                                        "original_height", im.original_height, "resized",
+                                        im.resized));
+        if (im.base64) {
+            json_decref (v);
+            v = json_string (im.base64);
+        }
+        mime_image_clear (&im);
+        return v;
+    }
+    int w = 0, h = 0;
+    if (mime_jpeg_info (b64, json_string_length (v), &w, &h, &err) < 0) {
+        json_object_set_new (errors, field, json_string (err.message));
+        json_decref (v);
+        return NULL;
+    }
+    json_object_set_new (meta, field, json_pack ("{s:i, s:i}", "width", w, "height", h));
+    return v;
+}
+
+static json_t *
+s_result_new (json_t *data, bool is_main, const char *display_id, size_t limit, size_t *bytes,
+              const mime_image_opts_t *img)
 {
     json_t *result = json_object ();
     json_t *formats = json_array ();
     json_t *extra = json_object ();
+    json_t *meta = json_object ();
+    json_t *errors = json_object ();
     size_t total = display_id ? strlen (display_id) : 0;
-    bool fits = result && formats && extra && total <= limit;
+    bool fits = result && formats && extra && meta && errors && total <= limit;
 
     for (size_t i = 0; fits && i < S_NMIMES; i++) {
         json_t *raw = json_object_get (data, s_mimes[i].mime);
         json_t *v = raw ? s_mime_value (s_mimes[i].mime, raw) : NULL;
+        if (v && img && (!strcmp (s_mimes[i].field, "png") || !strcmp (s_mimes[i].field, "jpeg")))
+            v = s_check_image (s_mimes[i].field, v, img, meta, errors);
         if (!v)
             continue;
         size_t n;
@@ -222,11 +274,19 @@ s_result_new (json_t *data, bool is_main, const char *display_id, size_t limit, 
         json_decref (result);
         json_decref (formats);
         json_decref (extra);
+        json_decref (meta);
+        json_decref (errors);
         return NULL;
     }
     if (json_object_size (extra) > 0)
         json_object_set (result, "extra", extra);
     json_decref (extra);
+    if (json_object_size (meta) > 0)
+        json_object_set (result, "metadata", meta);
+    json_decref (meta);
+    if (json_object_size (errors) > 0)
+        json_object_set (result, "errors", errors);
+    json_decref (errors);
     json_object_set_new (result, "formats", formats);
     json_object_set_new (result, "is_main_result", json_boolean (is_main));
     json_object_set_new (result, "display_id",
@@ -241,18 +301,22 @@ execution_result_from_bundle (json_t *data, bool is_main, const char *display_id
     if (!json_is_object (data))
         return NULL;
     size_t bytes;
-    return s_result_new (data, is_main, display_id, SIZE_MAX, &bytes);
+    return s_result_new (data, is_main, display_id, SIZE_MAX, &bytes, NULL);
 }
 
 /* ---- the execution ----------------------------------------------------- */
 
 execution_t *
-execution_new (size_t max_bytes)
+execution_new (size_t max_bytes, const mime_image_opts_t *img)
 {
     execution_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
     self->max_bytes = max_bytes;
+    if (img) {
+        self->check_images = true;
+        self->img = *img;
+    }
     self->results = json_array ();
     self->out_log = json_array ();
     self->err_log = json_array ();
@@ -438,8 +502,9 @@ s_on_display (execution_t *self, json_t *content, bool is_main, json_t *events)
     if (!s_reserve_result (self))
         return;
     size_t bytes;
-    json_t *result = s_result_new (data, is_main, s_display_id (content),
-                                   self->max_bytes - self->used, &bytes);
+    json_t *result
+        = s_result_new (data, is_main, s_display_id (content), self->max_bytes - self->used, &bytes,
+                        self->check_images ? &self->img : NULL);
     if (!result) {
         self->truncated = true;
         return;
@@ -474,7 +539,8 @@ s_on_update (execution_t *self, json_t *content, json_t *events)
 
     size_t room = self->max_bytes - (self->used - old_bytes);
     size_t bytes;
-    json_t *fresh = s_result_new (data, false, display_id, room / matches, &bytes);
+    json_t *fresh = s_result_new (data, false, display_id, room / matches, &bytes,
+                                  self->check_images ? &self->img : NULL);
     if (!fresh) {
         self->truncated = true;
         return;

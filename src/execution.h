@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "mime.h"
+
 typedef struct _execution_t execution_t;
 
 /* Bounds besides max_bytes: results kept, log entries kept (stdout and
@@ -23,8 +25,13 @@ typedef struct _execution_t execution_t;
 
 /* max_bytes bounds everything the execution keeps (results and logs);
    past it, further output is dropped and the execution is marked
-   truncated. Caller owns the result and must destroy it. */
-execution_t *execution_new (size_t max_bytes);
+   truncated. With img, every PNG and JPEG in a result is verified (mime/):
+   a bad one is dropped from the result and its reason put in the result's
+   "errors" {field: message}; a good one's size goes to "metadata" {field:
+   {width, height, ...}}, and PNGs over img's limits are downscaled. NULL
+   img: results are mapped but images not checked. Caller owns the result
+   and must destroy it. */
+execution_t *execution_new (size_t max_bytes, const mime_image_opts_t *img);
 void execution_destroy (execution_t **self_p);
 
 /* Apply one message that belongs to this execution (the caller matched its

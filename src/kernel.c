@@ -489,7 +489,7 @@ s_deliver_one (json_t *event, kernel_sink_fn *sink, void *arg)
 
 json_t *
 kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_ms, size_t max_bytes,
-                kernel_sink_fn *sink, void *arg, err_t *err)
+                const mime_image_opts_t *img, kernel_sink_fn *sink, void *arg, err_t *err)
 {
     if (!kernel_alive (self)) {
         err_set (err, 503, "kernel_unavailable", "the kernel is not running");
@@ -524,7 +524,7 @@ send:
         jupyter_msg_destroy (&req);
     }
     execution_destroy (&exec);
-    exec = execution_new (max_bytes);
+    exec = execution_new (max_bytes, img);
     while (!execution_done (exec)) {
         int64_t now = util_mono_ms ();
         if (!interrupted_at && (now >= deadline || gone)) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "agent_link.h"
+#include "mime.h"
 #include "util.h"
 
 typedef struct _kernel_t kernel_t;
@@ -54,7 +55,8 @@ typedef int (kernel_sink_fn) (void *arg, json_t *event);
    (error KernelDied; kernel_alive becomes false). NULL with *err only when
    the request could not be sent at all. */
 json_t *kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_ms,
-                        size_t max_bytes, kernel_sink_fn *sink, void *arg, err_t *err);
+                        size_t max_bytes, const mime_image_opts_t *img, kernel_sink_fn *sink,
+                        void *arg, err_t *err);
 
 /* Send SIGINT to the kernel's process group (Jupyter's "signal" interrupt
    mode, which both ipykernel and tslab use). Safe from any thread. */

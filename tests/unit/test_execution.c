@@ -113,7 +113,7 @@ static void
 test_print_then_expression (void)
 {
     /* print('a'); 1+1 - reply after idle */
-    execution_t *e = execution_new (1 << 20);
+    execution_t *e = execution_new (1 << 20, NULL);
     json_t *ev = json_array ();
     s_iopub (e, ev, "status", "{'execution_state':'busy'}");
     s_iopub (e, ev, "execute_input", "{'code':'print(1)','execution_count':1}");
@@ -134,7 +134,7 @@ test_print_then_expression (void)
     execution_destroy (NULL);
 
     /* the shell reply overtakes iopub: done only once idle arrives too */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_iopub (e, ev, "status", "{'execution_state':'busy'}");
     s_iopub (e, ev, "execute_input", "{'code':'print(1)','execution_count':1}");
@@ -152,7 +152,7 @@ test_print_then_expression (void)
     execution_destroy (&e);
 
     /* stderr goes to its own log; one entry per message, in order */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_iopub (e, ev, "stream", "{'name':'stdout','text':'1\\n'}");
     s_iopub (e, ev, "stream", "{'name':'stderr','text':'warn\\n'}");
@@ -170,7 +170,7 @@ test_print_then_expression (void)
     execution_destroy (&e);
 
     /* a count first seen in the reply is announced once */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_shell (e, ev, "{'status':'ok','execution_count':4}");
     s_iopub (e, ev, "execute_input", "{'code':'x','execution_count':4}");
@@ -190,7 +190,7 @@ test_print_then_expression (void)
 static void
 test_events_are_copies (void)
 {
-    execution_t *e = execution_new (1 << 20);
+    execution_t *e = execution_new (1 << 20, NULL);
     json_t *c = s_j ("{'execution_count':1,'data':{'text/plain':'2'}}");
     json_t *ev = execution_apply (e, "iopub", "execute_result", c);
     json_t *data = json_object_get (json_array_get (ev, 1), "data");
@@ -268,7 +268,7 @@ test_bundle (void)
 static void
 test_display_update (void)
 {
-    execution_t *e = execution_new (1 << 20);
+    execution_t *e = execution_new (1 << 20, NULL);
     json_t *ev = json_array ();
     /* h = display('0%', display_id=True); display('other'); h.display('0%'); h.update(...) */
     s_iopub (e, ev, "display_data",
@@ -326,7 +326,7 @@ test_display_update (void)
 static void
 test_clear_output (void)
 {
-    execution_t *e = execution_new (1 << 20);
+    execution_t *e = execution_new (1 << 20, NULL);
     json_t *ev = json_array ();
     s_iopub (e, NULL, "stream", "{'name':'stdout','text':'a'}");
     s_iopub (e, NULL, "stream", "{'name':'stderr','text':'b'}");
@@ -345,7 +345,7 @@ test_clear_output (void)
     execution_destroy (&e);
 
     /* wait=true: the old output stays until new output arrives */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     json_array_clear (ev);
     s_iopub (e, NULL, "display_data",
              "{'data':{'text/plain':'10%'},'transient':{'display_id':'p'}}");
@@ -411,7 +411,7 @@ static void
 test_errors (void)
 {
     /* 1/0 as IPython reports it: iopub error, then the reply repeats it */
-    execution_t *e = execution_new (1 << 20);
+    execution_t *e = execution_new (1 << 20, NULL);
     json_t *ev = json_array ();
     s_iopub (e, ev, "status", "{'execution_state':'busy'}");
     s_iopub (e, ev, "execute_input", "{'code':'1/0','execution_count':2}");
@@ -432,7 +432,7 @@ test_errors (void)
     execution_destroy (&e);
 
     /* the reply overtakes the iopub error: still one event, from iopub */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_iopub (e, ev, "execute_input", "{'code':'1/0','execution_count':2}");
     size_t n1 = s_shell (e, ev,
@@ -450,7 +450,7 @@ test_errors (void)
     execution_destroy (&e);
 
     /* a kernel that reports the error only in the reply */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_shell (e, ev, "{'status':'error','ename':'SyntaxError','evalue':'bad','traceback':['x',1]}");
     ok (json_array_size (ev) == 0, "reply error held while iopub may still report one");
@@ -461,7 +461,7 @@ test_errors (void)
     json_decref (ev);
     execution_destroy (&e);
 
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_iopub (e, ev, "status", "{'execution_state':'idle'}");
     s_shell (e, ev, "{'status':'error','ename':'SyntaxError','evalue':'bad','traceback':[]}");
@@ -475,7 +475,7 @@ test_errors (void)
     execution_destroy (&e);
 
     /* aborted */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_iopub (e, ev, "status", "{'execution_state':'busy'}");
     s_shell (e, ev, "{'status':'aborted'}");
@@ -494,7 +494,7 @@ test_errors (void)
     execution_destroy (&e);
 
     /* malformed tracebacks */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     ev = json_array ();
     s_iopub (e, ev, "error",
              "{'ename':'ValueError','evalue':'bad','traceback':[1,'one',null,{'a':1},'two',[]]}");
@@ -502,7 +502,7 @@ test_errors (void)
                     "'traceback':['one','two']}}]"),
         "non-string traceback lines dropped");
     execution_destroy (&e);
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     json_array_clear (ev);
     s_iopub (e, ev, "error", "{'ename':'ValueError','evalue':'bad','traceback':'not a list'}");
     ok (s_same (ev, "[{'event':'error','data':{'name':'ValueError','value':'bad',"
@@ -515,7 +515,7 @@ test_errors (void)
 static void
 test_fail (void)
 {
-    execution_t *e = execution_new (1 << 20);
+    execution_t *e = execution_new (1 << 20, NULL);
     json_t *ev = execution_fail (e, "TimeoutError", "execution timed out after 100 ms", false);
     ok (s_same (ev, "{'event':'error','data':{'name':'TimeoutError',"
                     "'value':'execution timed out after 100 ms','traceback':[]}}"),
@@ -533,7 +533,7 @@ test_fail (void)
         "the TimeoutError stays the Execution's error");
     execution_destroy (&e);
 
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     s_iopub (e, NULL, "error", "{'ename':'NameError','evalue':'x','traceback':[]}");
     ok (execution_fail (e, "KernelDied", "the kernel died", false) == NULL,
         "fail without force keeps the kernel's error (NULL)");
@@ -596,7 +596,7 @@ test_malformed (void)
         { "control", "execute_reply", "{'status':'ok','execution_count':1}" },
         { "stdin", "status", "{'execution_state':'idle'}" },
     };
-    execution_t *e = execution_new (1 << 20);
+    execution_t *e = execution_new (1 << 20, NULL);
     size_t events = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         events += s_feed (e, NULL, cases[i][0], cases[i][1], cases[i][2]);
@@ -631,7 +631,7 @@ test_malformed (void)
     execution_destroy (&e);
 
     /* embedded NUL kept as sent */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     s_iopub (e, NULL, "stream", "{'name':'stdout','text':'a\\u0000b'}");
     ok (s_exec_is (e, "{'results':[],'logs':{'stdout':['a\\u0000b'],'stderr':[]},'error':null,"
                       "'execution_count':null,'truncated':false}"),
@@ -639,7 +639,7 @@ test_malformed (void)
     execution_destroy (&e);
 
     /* deep nesting in a JSON display */
-    e = execution_new (1 << 20);
+    e = execution_new (1 << 20, NULL);
     size_t depth = 2000;
     char *deep = malloc (depth * 2 + 64);
     strcpy (deep, "{'data':{'application/json':");
@@ -655,7 +655,7 @@ test_malformed (void)
     free (dumped);
     json_decref (whole);
     execution_destroy (&e);
-    e = execution_new (depth);
+    e = execution_new (depth, NULL);
     ok (s_iopub (e, NULL, "display_data", deep) == 0, "but counts its serialised size");
     free (deep);
     execution_destroy (&e);
@@ -676,7 +676,7 @@ s_truncated (const execution_t *e)
 static void
 test_truncation (void)
 {
-    execution_t *e = execution_new (100);
+    execution_t *e = execution_new (100, NULL);
     json_t *ev = json_array ();
     s_iopub (e, ev, "execute_input", "{'code':'x','execution_count':7}");
     for (int i = 0; i < 9; i++)
@@ -708,7 +708,7 @@ test_truncation (void)
     execution_destroy (&e);
 
     /* cut on a character boundary */
-    e = execution_new (5);
+    e = execution_new (5, NULL);
     s_iopub (e, NULL, "stream", "{'name':'stdout','text':'aaaa\\u00e9'}");
     ok (s_exec_is (e, "{'results':[],'logs':{'stdout':['aaaa'],'stderr':[]},'error':null,"
                       "'execution_count':null,'truncated':true}"),
@@ -716,7 +716,7 @@ test_truncation (void)
     execution_destroy (&e);
 
     /* exact accounting: string lengths plus serialised JSON */
-    e = execution_new (12);
+    e = execution_new (12, NULL);
     ok (s_iopub (e, NULL, "display_data",
                  "{'data':{'text/plain':'abc','application/json':{'a':1}},"
                  "'transient':{'display_id':'d1'}}")
@@ -733,7 +733,7 @@ test_truncation (void)
     execution_destroy (&e);
 
     /* a pending clear also lifts truncation when it fires */
-    e = execution_new (4);
+    e = execution_new (4, NULL);
     s_iopub (e, NULL, "stream", "{'name':'stdout','text':'12345'}");
     s_iopub (e, NULL, "clear_output", "{'wait':true}");
     ok (s_truncated (e), "truncated until the pending clear fires");
@@ -744,7 +744,7 @@ test_truncation (void)
     execution_destroy (&e);
 
     /* an update may not grow past the limit */
-    e = execution_new (20);
+    e = execution_new (20, NULL);
     s_iopub (e, NULL, "display_data",
              "{'data':{'text/plain':'0123456789'},'transient':{'display_id':'d1'}}");
     ok (s_iopub (e, NULL, "update_display_data",
@@ -765,7 +765,7 @@ test_truncation (void)
     execution_destroy (&e);
 
     /* one huge image does not evict what came before */
-    e = execution_new (4096);
+    e = execution_new (4096, NULL);
     s_iopub (e, NULL, "display_data", "{'data':{'text/plain':'small'}}");
     json_t *big = json_object ();
     char *png = malloc ((1 << 20) + 1);
@@ -787,7 +787,7 @@ test_truncation (void)
 static void
 test_counts (void)
 {
-    execution_t *e = execution_new ((size_t)1 << 30);
+    execution_t *e = execution_new ((size_t)1 << 30, NULL);
     json_t *c = s_j ("{'data':{'text/plain':'x'},'metadata':{}}");
     size_t events = 0;
     for (int i = 0; i < EXECUTION_MAX_RESULTS + 5; i++) {
@@ -805,7 +805,7 @@ test_counts (void)
     json_decref (whole);
     execution_destroy (&e);
 
-    e = execution_new ((size_t)1 << 30);
+    e = execution_new ((size_t)1 << 30, NULL);
     json_t *out = s_j ("{'name':'stdout','text':'y'}");
     json_t *err = s_j ("{'name':'stderr','text':'z'}");
     events = 0;
@@ -828,7 +828,7 @@ test_counts (void)
     execution_destroy (&e);
 
     /* the error has its own budget */
-    e = execution_new (16);
+    e = execution_new (16, NULL);
     json_t *lines = json_array ();
     for (int i = 0; i < EXECUTION_MAX_TRACEBACK + 10; i++)
         json_array_append_new (lines, json_string ("line"));
@@ -851,7 +851,7 @@ test_counts (void)
     json_decref (whole);
     execution_destroy (&e);
 
-    e = execution_new (16);
+    e = execution_new (16, NULL);
     lines = json_array ();
     for (int i = 0; i < EXECUTION_MAX_TRACEBACK + 10; i++)
         json_array_append_new (lines, json_string (""));

@@ -146,7 +146,7 @@ static void
 test_config (void)
 {
     runtime_config_t cfg
-        = { "runc", "/tmp/x/runc", "/usr/libexec/sandboxd/sandbox-agent", "/sandboxd" };
+        = { "runc", "/tmp/x/runc", "/usr/libexec/sandboxd/sandbox-agent", "/sandboxd", NULL };
     runtime_spec_t spec
         = { "sbx-1", "/tmp/x/sandboxes/sbx-1", "/img/rootfs", "box", { 256, 0.5, 64 } };
     json_t *c = runtime_build_config (&cfg, &spec);
@@ -354,7 +354,7 @@ test_config (void)
           "socket: AF_PACKET denied; netlink, inet and unix allowed");
     json_decref (c);
 
-    runtime_config_t cfg2 = { "runc", NULL, "/a", "sandboxd/" };
+    runtime_config_t cfg2 = { "runc", NULL, "/a", "sandboxd/", NULL };
     runtime_spec_t spec2 = { "c2", "/tmp/x/c2", "/img", NULL, { 1024, 2, 0 } };
     c = runtime_build_config (&cfg2, &spec2);
     s_ok (c && strcmp (json_string_value (s_at (c, "linux.cgroupsPath")), "/sandboxd/c2") == 0
@@ -620,7 +620,7 @@ test_integration (void)
         return;
     }
     printf ("# lower layer: %s\n", it.lower);
-    it.cfg = (runtime_config_t){ "runc", it.root, it.agent, it.parent };
+    it.cfg = (runtime_config_t){ "runc", it.root, it.agent, it.parent, NULL };
     runtime_spec_t spec = { it.cid[0], it.dir[0], it.lower, "sbx-host", { 256, 0.5, 64 } };
     err_t err;
     err_clear (&err);
