@@ -275,7 +275,7 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
         while (b->npool[c->lang] > 0 && !k) {
             k = b->pool[c->lang][--b->npool[c->lang]];
             pthread_mutex_unlock (&self->lock);
-            if (!kernel_alive (k))
+            if (!kernel_heartbeat (k, 1000))
                 kernel_destroy (&k);
             pthread_mutex_lock (&self->lock);
         }
@@ -403,7 +403,7 @@ s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
     s_box_unref (self, b);
     pthread_mutex_unlock (&self->lock);
     for (size_t i = 0; i < ndoomed; i++)
-        kernel_destroy (&doomed[i]);
+        kernel_destroy_now (&doomed[i]);
     free (doomed);
 }
 

@@ -28,6 +28,7 @@
 #define KERNEL_UID        1000
 #define MAX_ABORT_RETRIES 3
 #define ABORT_RETRY_MS    250
+#define SHUTDOWN_WAIT_MS  300
 
 enum { CH_SHELL = 0, CH_IOPUB, CH_STDIN, CH_CONTROL, CH_HB, CH_COUNT };
 static const char *const s_channel_names[CH_COUNT] = { "shell", "iopub", "stdin", "control", "hb" };
@@ -41,8 +42,9 @@ struct _kernel_t {
     agent_call_t *proc; /* the exec call running the kernel process */
     int pid;
     bool dead;
-    int kernels_fd; /* <sandbox_dir>/kernels */
-    int kdir_fd;    /* <sandbox_dir>/kernels/<kid> */
+    bool no_shutdown; /* destroy without asking the kernel first */
+    int kernels_fd;   /* <sandbox_dir>/kernels */
+    int kdir_fd;      /* <sandbox_dir>/kernels/<kid> */
     int sock_fd[CH_COUNT];
     void *sock[CH_COUNT];
     char kdir_path[1200];
@@ -154,6 +156,21 @@ s_check_proc (kernel_t *self, char *why, size_t why_size)
 }
 
 bool
+kernel_heartbeat (kernel_t *self, int timeout_ms)
+{
+    if (!kernel_alive (self) || !self->sock[CH_HB])
+        return false;
+    if (zmq_send (self->sock[CH_HB], "ping", 4, ZMQ_DONTWAIT) < 0)
+        return false;
+    zmq_pollitem_t item = { self->sock[CH_HB], 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, timeout_ms) <= 0)
+        return false;
+    char buf[16];
+    return zmq_recv (self->sock[CH_HB], buf, sizeof buf, ZMQ_DONTWAIT) == 4
+           && memcmp (buf, "ping", 4) == 0;
+}
+
+bool
 kernel_alive (kernel_t *self)
 {
     if (!self->dead)
@@ -206,6 +223,12 @@ s_connect (kernel_t *self, err_t *err)
         zmq_setsockopt (s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
         if (ch == CH_IOPUB)
             zmq_setsockopt (s, ZMQ_SUBSCRIBE, "", 0);
+        if (ch == CH_HB) {
+            /* A ping that got no answer must not wedge the REQ socket. */
+            int one = 1;
+            zmq_setsockopt (s, ZMQ_REQ_RELAXED, &one, sizeof one);
+            zmq_setsockopt (s, ZMQ_REQ_CORRELATE, &one, sizeof one);
+        }
         char ep[64];
         snprintf (ep, sizeof ep, "ipc:///proc/self/fd/%d", self->sock_fd[ch]);
         if (zmq_connect (s, ep) < 0)
@@ -425,6 +448,21 @@ kernel_destroy (kernel_t **self_p)
     if (!self_p || !*self_p)
         return;
     kernel_t *self = *self_p;
+    if (self->pid > 0 && !self->dead && self->sock[CH_CONTROL] && !self->no_shutdown) {
+        /* Ask first (the kernel may clean up), then make sure. */
+        err_t err;
+        json_t *content = json_pack ("{s:b}", "restart", 0);
+        jupyter_msg_t *m = jupyter_msg_new (&self->session, "shutdown_request", content);
+        if (m && jupyter_msg_send (&self->session, self->sock[CH_CONTROL], m, &err) == 0) {
+            int64_t until = util_mono_ms () + SHUTDOWN_WAIT_MS;
+            while (!self->dead && util_mono_ms () < until) {
+                zmq_pollitem_t item = { agent_call_socket (self->proc), 0, ZMQ_POLLIN, 0 };
+                zmq_poll (&item, 1, 20);
+                s_check_proc (self, NULL, 0);
+            }
+        }
+        jupyter_msg_destroy (&m);
+    }
     if (self->pid > 0 && !self->dead) {
         err_t err;
         s_agent_signal (self, "KILL", &err);
@@ -444,6 +482,14 @@ kernel_destroy (kernel_t **self_p)
     }
     free (self);
     *self_p = NULL;
+}
+
+void
+kernel_destroy_now (kernel_t **self_p)
+{
+    if (self_p && *self_p)
+        (*self_p)->no_shutdown = true;
+    kernel_destroy (self_p);
 }
 
 int

@@ -33,13 +33,22 @@ kernel_t *kernel_start (agent_link_t *link, const char *cid, const char *sandbox
    cannot re-attach to them) and empty /run/kernels there. */
 int kernel_cleanup_stale (agent_link_t *link, const char *cid, err_t *err);
 
-/* Kill the kernel's process group, close its sockets, remove its directory. */
+/* Ask the kernel to shut down (shutdown_request on control, up to 300 ms),
+   then kill its process group, close its sockets, remove its directory. */
 void kernel_destroy (kernel_t **self_p);
+
+/* The same without the shutdown_request: for kernels whose sandbox is
+   going away anyway. */
+void kernel_destroy_now (kernel_t **self_p);
 
 kernel_lang_t kernel_lang (const kernel_t *self);
 
 /* False once the kernel process is known to have exited. */
 bool kernel_alive (kernel_t *self);
+
+/* Ping the heartbeat channel: true when the kernel echoed within
+   timeout_ms (a live process can still be wedged, e.g. stopped). */
+bool kernel_heartbeat (kernel_t *self, int timeout_ms);
 
 /* Called for each streaming event of a run ({"event", "data"} objects as
    made by execution.h), and with event NULL every poll cycle (≤ 250 ms) as
