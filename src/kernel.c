@@ -543,7 +543,7 @@ kernel_execute (kernel_t *self, const char *code, bool silent, int64_t timeout_m
     }
     if (silent)
         sink = NULL;
-    int64_t start = util_mono_ms ();
+    int64_t start_us = util_mono_us (), start = start_us / 1000;
     int64_t deadline = timeout_ms > 0 ? start + timeout_ms : INT64_MAX;
     int64_t interrupted_at = 0;
     bool timed_out = false, gone = false;
@@ -648,6 +648,8 @@ send:
                   (long long)timeout_ms);
         s_deliver_one (execution_fail (exec, "TimeoutError", msg, true), gone ? NULL : sink, arg);
     }
+    log_debug ("kernel=%s: run of %zu bytes took %lld us (%d attempts)", self->kid, strlen (code),
+               (long long)(util_mono_us () - start_us), attempt + 1);
     json_t *out = execution_to_json (exec);
     execution_destroy (&exec);
     return out;
