@@ -302,8 +302,12 @@ s_kernel_command (kernel_lang_t lang)
     switch (lang) {
     case KERNEL_PYTHON:
         /* No SQLite history: In/Out stay in memory, and each cell skips a
-           database write (about a third of a 1+1 round trip). */
+           database write (about a third of a 1+1 round trip). No 0.5 ms
+           sleep before each reply: ipykernel sleeps for clients that stop
+           at execute_reply before the output arrived; we always wait for
+           status idle too, which iopub delivers after all output. */
         return "python3 -m ipykernel_launcher --HistoryManager.enabled=False "
+               "--IPythonKernel._execute_sleep=0 "
                "\"--IPKernelApp.exec_lines=__import__('sys').path.insert(0, "
                "'/opt/sandboxd/python'); import sandboxd_display as _sbx; "
                "_sbx.install(get_ipython()); del _sbx\" -f";
