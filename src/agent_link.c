@@ -2,6 +2,7 @@
 
    Frontend (inproc ROUTER) messages from request threads:
      [client]["call"][cid][header][payload?]   forward to cid's agent
+     [client]["done"]                          the caller closed its call
      [client]["attach"][cid][socket path]      bind cid's ROUTER
      [client]["detach"][cid]                   close it, fail calls in flight
      [client]["stop"]                          end the thread
@@ -343,6 +344,13 @@ s_handle_front (agent_link_t *self, multipart_t *m)
         else
             s_reply_text (self, client, client_len, "ok");
     }
+    else if (s_part_is (m, 1, "done") && m->n == 2) {
+        /* The caller is finished with its call: forget it, so nothing more
+           is forwarded to that identity. */
+        inflight_t *f = s_inflight_find (self, client, client_len);
+        if (f)
+            s_inflight_remove (self, f);
+    }
     else if (s_part_is (m, 1, "detach") && m->n == 3) {
         size_t index;
         if (s_backend_find (self, cid, &index)) {
@@ -379,8 +387,13 @@ s_handle_back (agent_link_t *self, backend_t *b, multipart_t *m)
         return;
     }
     size_t payload_len = m->n == 4 ? zmq_msg_size (&m->part[3]) : 0;
-    int terminal = !strcmp (ev, "exit") || !strcmp (ev, "error") || !strcmp (ev, "pong")
-                   || !strcmp (ev, "ok");
+    /* The last event of a reply, by name (docs/agent-protocol.md); a call
+       can also be ended by its caller ("done"). */
+    static const char *const last[]
+        = { "exit", "error", "pong", "ok", "state", "sessions", "proc", "procs", "logs_end" };
+    int terminal = 0;
+    for (size_t i = 0; i < sizeof last / sizeof last[0] && !terminal; i++)
+        terminal = !strcmp (ev, last[i]);
     f->bytes += header_len + payload_len;
     f->msgs++;
     if (!terminal && (f->bytes > self->max_call_bytes || f->msgs > MAX_CALL_MSGS)) {
@@ -702,8 +715,11 @@ agent_call_destroy (agent_call_t **self_p)
     if (!self_p || !*self_p)
         return;
     agent_call_t *self = *self_p;
-    if (self->sock)
+    if (self->sock) {
+        /* inproc hands the message over at once, so LINGER 0 keeps it. */
+        zmq_send (self->sock, "done", 4, ZMQ_DONTWAIT);
         zmq_close (self->sock);
+    }
     free (self->header);
     free (self->payload);
     free (self);
@@ -748,4 +764,111 @@ agent_link_ping (agent_link_t *self, const char *cid, int timeout_ms, err_t *err
     }
     agent_call_destroy (&call);
     return rc;
+}
+
+int
+agent_error_to_err (json_t *event, err_t *err)
+{
+    static const struct {
+        const char *code;
+        int status;
+    } map[] = { { "not_found", 404 },
+                { "exists", 409 },
+                { "busy", 429 },
+                { "bad_request", 400 },
+                { "bad_cwd", 422 },
+                { "not_running", 409 },
+                { "exec_failed", 500 },
+                { "sandbox_unavailable", 503 },
+                { "agent_unreachable", 503 } };
+    const char *code = json_string_value (json_object_get (event, "code"));
+    const char *msg = json_string_value (json_object_get (event, "message"));
+    int status = 500;
+    for (size_t i = 0; code && i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp (code, map[i].code))
+            status = map[i].status;
+    if (status == 503)
+        code = "sandbox_unavailable";
+    return err_set (err, status, status == 500 ? "internal" : code, "%.400s",
+                    msg ? msg : "the sandbox agent refused the request");
+}
+
+json_t *
+agent_link_request (agent_link_t *self, const char *cid, json_t *req, int timeout_ms, err_t *err)
+{
+    agent_call_t *call = agent_call_new (self, cid, req, NULL, 0, 3000, err);
+    if (!call)
+        return NULL;
+    json_t *h = NULL;
+    char *data = NULL;
+    size_t len = 0;
+    int got = agent_call_recv (call, timeout_ms, &h, &data, &len, err);
+    free (data);
+    agent_call_destroy (&call);
+    if (got == 0)
+        err_set (err, 503, "sandbox_unavailable", "the sandbox agent did not answer");
+    if (got <= 0)
+        return NULL;
+    if (!strcmp (json_string_value (json_object_get (h, "ev")), "error")) {
+        agent_error_to_err (h, err);
+        json_decref (h);
+        return NULL;
+    }
+    return h;
+}
+
+json_t *
+agent_link_collect (agent_link_t *self, const char *cid, json_t *req, const char *final_ev,
+                    int timeout_ms, err_t *err)
+{
+    agent_call_t *call = agent_call_new (self, cid, req, NULL, 0, 3000, err);
+    if (!call)
+        return NULL;
+    json_t *events = json_array ();
+    int64_t deadline = util_mono_ms () + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - util_mono_ms ();
+        json_t *h = NULL;
+        char *data = NULL;
+        size_t len = 0;
+        int got = agent_call_recv (call, left > 0 ? (int)left : 0, &h, &data, &len, err);
+        free (data);
+        if (got <= 0) {
+            if (got == 0)
+                err_set (err, 503, "sandbox_unavailable", "the sandbox agent did not answer");
+            json_decref (events);
+            events = NULL;
+            break;
+        }
+        const char *ev = json_string_value (json_object_get (h, "ev"));
+        if (!strcmp (ev, "error")) {
+            agent_error_to_err (h, err);
+            json_decref (h);
+            json_decref (events);
+            events = NULL;
+            break;
+        }
+        bool last = !strcmp (ev, final_ev);
+        if (json_array_size (events) < 100000)
+            json_array_append_new (events, h);
+        else
+            json_decref (h);
+        if (last)
+            break;
+    }
+    agent_call_destroy (&call);
+    return events;
+}
+
+int
+agent_call_send (agent_call_t *self, json_t *header, err_t *err)
+{
+    char *text = jsonv_dumps (header);
+    if (!text)
+        return err_set (err, 500, "internal", "out of memory");
+    const void *d[] = { "call", self->cid, text };
+    size_t s[] = { 4, strlen (self->cid), strlen (text) };
+    int rc = s_send_frames (self->sock, 3, d, s);
+    free (text);
+    return rc < 0 ? err_set (err, 500, "internal", "sending to the sandbox agent failed") : 0;
 }

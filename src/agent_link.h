@@ -49,11 +49,32 @@ int agent_call_recv (agent_call_t *self, int timeout_ms, json_t **header, char *
    timeout after it fires). */
 int agent_call_fd (agent_call_t *self);
 
+/* Send one more request on this call (the agent sees the same tag), e.g.
+   proc_unfollow for a follow. header is borrowed. */
+int agent_call_send (agent_call_t *self, json_t *header, err_t *err);
+
 /* The call's ZeroMQ socket, for zmq_poll by the thread that owns the call;
    read it only through agent_call_recv. */
 void *agent_call_socket (agent_call_t *self);
 
 void agent_call_destroy (agent_call_t **self_p);
+
+/* One request with one final reply: send req (borrowed) to cid's agent and
+   return the first event (caller owns) within timeout_ms. An agent
+   "error" event becomes -1 with *err: code not_found → 404, exists → 409,
+   busy → 429, bad_request → 400, bad_cwd → 422, not_running → 409, other
+   codes 500; no answer → 503. */
+json_t *agent_link_request (agent_link_t *self, const char *cid, json_t *req, int timeout_ms,
+                            err_t *err);
+
+/* Send req (borrowed) and collect every event up to and including the one
+   named final_ev, within timeout_ms, as a new array (caller owns); error
+   events and silence as for agent_link_request. */
+json_t *agent_link_collect (agent_link_t *self, const char *cid, json_t *req, const char *final_ev,
+                            int timeout_ms, err_t *err);
+
+/* Map an agent error event to *err as agent_link_request does. */
+int agent_error_to_err (json_t *event, err_t *err);
 
 /* Send ping until a pong arrives or timeout_ms passes. 0 when the agent
    answered, -1 with a 503 otherwise. */

@@ -52,6 +52,7 @@ config_defaults (config_t *cfg)
     cfg->max_contexts_per_sandbox = 16;
     cfg->max_result_bytes = 32 << 20;
     cfg->warm_sandboxes = 1;
+    cfg->max_upload_bytes = 8LL << 30;
     cfg->max_image_pixels = 0;
     cfg->max_image_side = 0;
 }
@@ -101,6 +102,7 @@ static const key_t_ s_keys[] = {
     { I (max_contexts_per_sandbox, 1, 256) },
     { I (max_result_bytes, 65536, 1073741824) },
     { I (warm_sandboxes, 0, 64) },
+    { I (max_upload_bytes, 1024, 1LL << 40) },
     { I (max_image_pixels, 0, 100000000) },
     { I (max_image_side, 0, 65535) },
 };

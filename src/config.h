@@ -34,6 +34,7 @@ typedef struct {
     int64_t max_contexts_per_sandbox;
     int64_t max_result_bytes;
     int64_t warm_sandboxes;
+    int64_t max_upload_bytes;                 /* one raw PUT to /files */
     int64_t max_image_pixels, max_image_side; /* 0 = keep images as they are */
 } config_t;
 

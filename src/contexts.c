@@ -461,10 +461,10 @@ contexts_destroy (contexts_t **self_p)
 
 /* Resolve (tenant, sid) to its sandbox entry with a reference taken. */
 static sbox_t *
-s_box_for (contexts_t *self, const char *tenant, const char *sid, err_t *err)
+s_box_for_env (contexts_t *self, const char *tenant, const char *sid, json_t **env, err_t *err)
 {
     char cid[64];
-    if (sandbox_resolve (self->mgr, tenant, sid, cid, NULL, err) < 0)
+    if (sandbox_resolve (self->mgr, tenant, sid, cid, env, err) < 0)
         return NULL;
     pthread_mutex_lock (&self->lock);
     sbox_t *b = s_box_get (self, cid);
@@ -474,6 +474,12 @@ s_box_for (contexts_t *self, const char *tenant, const char *sid, err_t *err)
     if (!b)
         err_set (err, 500, "internal", "out of memory");
     return b;
+}
+
+static sbox_t *
+s_box_for (contexts_t *self, const char *tenant, const char *sid, err_t *err)
+{
+    return s_box_for_env (self, tenant, sid, NULL, err);
 }
 
 /* Find a context with a reference taken, or 404. */
@@ -593,11 +599,16 @@ contexts_create (contexts_t *self, const char *tenant, const char *sid, json_t *
                         "field 'language': must be python, javascript or typescript");
     if (cwd[0] != '/')
         return err_set (err, 400, "invalid_field", "field 'cwd': must be an absolute path");
-    sbox_t *b = s_box_for (self, tenant, sid, err);
+    /* The sandbox-wide env (POST /env) first, the context's own on top. */
+    json_t *merged = NULL;
+    sbox_t *b = s_box_for_env (self, tenant, sid, &merged, err);
     if (!b)
         return -1;
+    if (env)
+        json_object_update (merged, env);
     pthread_mutex_lock (&self->lock);
-    ctx_t *c = s_ctx_new (self, b, NULL, lang, cwd, env, err);
+    ctx_t *c = s_ctx_new (self, b, NULL, lang, cwd, merged, err);
+    json_decref (merged);
     s_box_unref (self, b);
     if (c)
         s_turn_take (self, c);
@@ -761,7 +772,8 @@ contexts_run_prepare (contexts_t *self, const char *tenant, const char *sid, jso
     else {
         char def[64];
         snprintf (def, sizeof def, "default-%s", kernel_lang_name (lang));
-        sbox_t *b = s_box_for (self, tenant, sid, err);
+        json_t *env = NULL;
+        sbox_t *b = s_box_for_env (self, tenant, sid, &env, err);
         if (!b)
             return NULL;
         pthread_mutex_lock (&self->lock);
@@ -769,7 +781,8 @@ contexts_run_prepare (contexts_t *self, const char *tenant, const char *sid, jso
         if (c)
             c->refs++;
         else
-            c = s_ctx_new (self, b, def, lang, "/workspace", NULL, err);
+            c = s_ctx_new (self, b, def, lang, "/workspace", env, err);
+        json_decref (env);
         s_box_unref (self, b);
         pthread_mutex_unlock (&self->lock);
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "jsonv.h"
+#include "sessions.h"
 
 #define START_WAIT_MS 10000
 #define GRACE_MS      10000
@@ -15,11 +16,13 @@ struct _exec_t {
     agent_call_t *call;
     int pid;
     int finished;
+    int follow;       /* a process's logs: on an early end, stop following */
     int64_t deadline; /* monotonic ms after which the agent has overrun */
     size_t max_output;
 };
 
-static const char *const s_exec_keys[] = { "command", "cwd", "env", "timeout_ms", "stdin", NULL };
+static const char *const s_exec_keys[]
+    = { "command", "cwd", "env", "timeout_ms", "stdin", "session", NULL };
 
 static int
 s_event_kind (const char *ev, exec_ev_kind_t *kind)
@@ -54,6 +57,8 @@ s_agent_error (json_t *h, err_t *err)
         return err_set (err, 422, "bad_cwd", "%.400s", msg);
     if (!strcmp (code, "busy"))
         return err_set (err, 429, "busy", "%.400s", msg);
+    if (!strcmp (code, "not_found"))
+        return err_set (err, 404, "not_found", "%.400s", msg);
     if (!strcmp (code, "sandbox_unavailable") || !strcmp (code, "agent_unreachable"))
         return err_set (err, 503, "sandbox_unavailable", "%.400s", msg);
     if (!strcmp (code, "exec_failed"))
@@ -61,57 +66,19 @@ s_agent_error (json_t *h, err_t *err)
     return err_set (err, 500, "internal", "sandbox agent: %.400s", msg);
 }
 
-exec_t *
-exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body, err_t *err)
+/* Send req (borrowed) with the stdin payload and wait for the start (or
+   the error that stops it). 0, or -1 with *err and self->finished set. */
+static int
+s_send_and_start (exec_t *self, json_t *req, const char *stdin_text, err_t *err)
 {
-    const config_t *cfg = sandbox_mgr_config (mgr);
-    const char *command = NULL, *cwd = "/workspace", *stdin_text = NULL;
-    int64_t timeout_ms = cfg->exec_default_timeout_ms;
-    json_t *env = NULL;
-    if (jsonv_only_keys (body, "", s_exec_keys, err) < 0
-        || jsonv_string (body, "", "command", true, 64 * 1024, &command, err) < 0
-        || jsonv_string (body, "", "cwd", false, 4096, &cwd, err) < 0
-        || jsonv_env (body, "", "env", 256, 64 * 1024, &env, err) < 0
-        || jsonv_int (body, "", "timeout_ms", false, 1, cfg->exec_max_timeout_ms, &timeout_ms, err)
-               < 0
-        || jsonv_string (body, "", "stdin", false, (size_t)cfg->max_body_bytes, &stdin_text, err)
-               < 0)
-        return NULL;
-    if (cwd[0] != '/') {
-        err_set (err, 400, "invalid_field", "field 'cwd': must be an absolute path");
-        return NULL;
-    }
-
-    char cid[64];
-    json_t *merged = NULL;
-    if (sandbox_resolve (mgr, tenant, id, cid, &merged, err) < 0)
-        return NULL;
-    if (env)
-        json_object_update (merged, env);
-
-    exec_t *self = calloc (1, sizeof *self);
-    if (!self) {
-        json_decref (merged);
-        err_set (err, 500, "internal", "out of memory");
-        return NULL;
-    }
-    self->link = sandbox_mgr_link (mgr);
-    snprintf (self->cid, sizeof self->cid, "%s", cid);
-    self->max_output = (size_t)cfg->max_output_bytes;
-    self->pid = -1;
-    json_t *req = json_pack ("{s:s, s:s, s:s, s:O, s:I, s:I}", "op", "exec", "command", command,
-                             "cwd", cwd, "env", merged, "timeout_ms", (json_int_t)timeout_ms,
-                             "max_output", (json_int_t)cfg->max_output_bytes);
-    json_decref (merged);
-    self->call = agent_call_new (self->link, cid, req, stdin_text,
+    agent_call_destroy (&self->call);
+    self->finished = 0;
+    self->call = agent_call_new (self->link, self->cid, req, stdin_text,
                                  stdin_text ? strlen (stdin_text) : 0, 3000, err);
-    json_decref (req);
     if (!self->call) {
-        free (self);
-        return NULL;
+        self->finished = 1;
+        return -1;
     }
-    self->deadline = util_mono_ms () + timeout_ms + GRACE_MS;
-
     exec_event_t ev;
     int got = exec_next (self, START_WAIT_MS, &ev, err);
     if (got == 0)
@@ -120,7 +87,7 @@ exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body
         json_t *pid = json_object_get (ev.header, "pid");
         self->pid = json_is_integer (pid) ? (int)json_integer_value (pid) : -1;
         exec_event_clear (&ev);
-        return self;
+        return 0;
     }
     if (got == 1) {
         if (ev.kind == EXEC_EV_ERROR)
@@ -130,8 +97,118 @@ exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body
         exec_event_clear (&ev);
     }
     self->finished = 1;
-    exec_destroy (&self);
-    return NULL;
+    return -1;
+}
+
+exec_t *
+exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body, err_t *err)
+{
+    const config_t *cfg = sandbox_mgr_config (mgr);
+    const char *command = NULL, *cwd = NULL, *stdin_text = NULL, *session = NULL;
+    int64_t timeout_ms = cfg->exec_default_timeout_ms;
+    json_t *env = NULL;
+    if (jsonv_only_keys (body, "", s_exec_keys, err) < 0
+        || jsonv_string (body, "", "command", true, 64 * 1024, &command, err) < 0
+        || jsonv_string (body, "", "cwd", false, 4096, &cwd, err) < 0
+        || jsonv_string (body, "", "session", false, 63, &session, err) < 0
+        || jsonv_env (body, "", "env", 256, 64 * 1024, &env, err) < 0
+        || jsonv_int (body, "", "timeout_ms", false, 1, cfg->exec_max_timeout_ms, &timeout_ms, err)
+               < 0
+        || jsonv_string (body, "", "stdin", false, (size_t)cfg->max_body_bytes, &stdin_text, err)
+               < 0)
+        return NULL;
+    if (cwd && cwd[0] != '/') {
+        err_set (err, 400, "invalid_field", "field 'cwd': must be an absolute path");
+        return NULL;
+    }
+    if (session && !util_valid_id (session)) {
+        err_set (err, 400, "invalid_field", "field 'session': not a valid session id");
+        return NULL;
+    }
+    if (session && cwd) {
+        err_set (err, 400, "invalid_field",
+                 "give 'cwd' or 'session', not both (cd inside the session instead)");
+        return NULL;
+    }
+
+    char cid[64];
+    json_t *sandbox_env = NULL, *unset = NULL;
+    if (sandbox_resolve_env (mgr, tenant, id, cid, &sandbox_env, &unset, err) < 0)
+        return NULL;
+    json_t *merged = json_deep_copy (sandbox_env);
+    if (env)
+        json_object_update (merged, env);
+
+    exec_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        json_decref (merged);
+        json_decref (sandbox_env);
+        json_decref (unset);
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    self->link = sandbox_mgr_link (mgr);
+    snprintf (self->cid, sizeof self->cid, "%s", cid);
+    self->max_output = (size_t)cfg->max_output_bytes;
+    self->pid = -1;
+    self->deadline = util_mono_ms () + timeout_ms + GRACE_MS;
+    /* With a cwd the command runs on its own there; otherwise in a session
+       (the sandbox's default one unless named), where cd, export and
+       functions carry over. The env is exported into the session, so
+       sandbox-wide env set later reaches existing sessions too. */
+    json_t *req
+        = cwd ? json_pack ("{s:s, s:s, s:s, s:O, s:I, s:I}", "op", "exec", "command", command,
+                           "cwd", cwd, "env", merged, "timeout_ms", (json_int_t)timeout_ms,
+                           "max_output", (json_int_t)cfg->max_output_bytes)
+              /* In a session: the sandbox env is exported (it persists, and
+                 reaches sessions opened before it was set), what was unset
+                 is dropped, and the request's env holds for this command
+                 only. */
+              : json_pack ("{s:s, s:s, s:s, s:O, s:O, s:O, s:I, s:I}", "op", "session_exec",
+                           "session", session ? session : "default", "command", command, "env",
+                           sandbox_env, "unset", unset, "cmd_env", env ? env : json_object (),
+                           "timeout_ms", (json_int_t)timeout_ms, "max_output",
+                           (json_int_t)cfg->max_output_bytes);
+    int rc = s_send_and_start (self, req, stdin_text, err);
+    if (rc < 0 && !cwd && !session && err->status == 404) {
+        /* The default session is made on first use. */
+        err_t derr = { 0 };
+        if (sessions_ensure_default (mgr, cid, sandbox_env, &derr) == 0)
+            rc = s_send_and_start (self, req, stdin_text, err);
+    }
+    else if (rc < 0 && session && err->status == 404)
+        err_set (err, 404, "not_found", "session %s not found", session);
+    json_decref (req);
+    json_decref (merged);
+    json_decref (sandbox_env);
+    json_decref (unset);
+    if (rc < 0) {
+        exec_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+exec_t *
+exec_attach (sandbox_mgr_t *mgr, const char *cid, json_t *req, err_t *err)
+{
+    exec_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    self->link = sandbox_mgr_link (mgr);
+    snprintf (self->cid, sizeof self->cid, "%s", cid);
+    self->max_output = SIZE_MAX;
+    self->pid = -1;
+    self->deadline = INT64_MAX;
+    self->follow = 1;
+    self->call = agent_call_new (self->link, cid, req, NULL, 0, 3000, err);
+    if (!self->call) {
+        free (self);
+        return NULL;
+    }
+    return self;
 }
 
 int
@@ -258,6 +335,8 @@ exec_collect (exec_t *self, err_t *err)
                              "duration_ms", (json_int_t)s_int (ev.header, "duration_ms", 0),
                              "timed_out", json_is_true (json_object_get (ev.header, "timed_out")),
                              "truncated", truncated || agent_truncated);
+            if (result && json_is_true (json_object_get (ev.header, "session_reset")))
+                json_object_set_new (result, "session_reset", json_true ());
             exec_event_clear (&ev);
             break;
         }
@@ -274,6 +353,13 @@ exec_destroy (exec_t **self_p)
     if (!self_p || !*self_p)
         return;
     exec_t *self = *self_p;
+    if (!self->finished && self->follow && self->call) {
+        /* Sent on the same call, so the agent knows which follower left. */
+        json_t *req = json_pack ("{s:s}", "op", "proc_unfollow");
+        err_t err;
+        agent_call_send (self->call, req, &err);
+        json_decref (req);
+    }
     if (!self->finished && self->pid > 0) {
         /* The caller went away mid-run: do not leave the command behind. */
         json_t *req

@@ -25,13 +25,20 @@ typedef struct {
     size_t len;
 } exec_event_t;
 
-/* Validate body ({command, cwd?, env?, timeout_ms?, stdin?}), resolve the
-   sandbox and start the command. Returns once the command has started, so
+/* Validate body ({command, cwd?, env?, timeout_ms?, stdin?, session?}),
+   resolve the sandbox and start the command: in the named session, or in
+   the sandbox's default session (made on first use), or — with cwd — on
+   its own in that directory. Returns once the command has started, so
    that errors such as a missing cwd (422 bad_cwd) come back as *err before
    any output. The START event is consumed; exec_pid tells its pid. Caller
    owns the result and must destroy it. */
 exec_t *exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body,
                     err_t *err);
+
+/* Follow an agent call that produces exec-style events (stdout, stderr,
+   exit) without a start event and without a deadline, e.g. a process's
+   logs with follow. req is borrowed. Caller owns the result. */
+exec_t *exec_attach (sandbox_mgr_t *mgr, const char *cid, json_t *req, err_t *err);
 
 int exec_pid (const exec_t *self);
 

@@ -4,7 +4,10 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <errno.h>
 #include <poll.h>
+#include <sodium.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <time.h>
@@ -16,6 +19,9 @@
 
 #include "contexts.h"
 #include "exec.h"
+#include "files.h"
+#include "git.h"
+#include "sessions.h"
 #include "jsonv.h"
 #include "sse.h"
 
@@ -38,6 +44,14 @@ typedef struct {
     int too_large;
     int responded;
     int64_t started_us;
+    int seen;        /* the access handler has had its first call */
+    int nul_in_path; /* the raw URI's path has a %00 */
+    /* a raw PUT to /files/… streams straight into this writer */
+    files_writer_t *writer;
+    files_root_t *root;
+    int64_t uploaded;
+    err_t upload_err;
+    char path[FILES_MAX_PATH + 1];
 } request_t;
 
 /* --- responses -------------------------------------------------------------- */
@@ -110,6 +124,7 @@ typedef struct {
     int done;
     int fd;               /* the client's socket, to notice it hang up */
     int64_t keepalive_at; /* monotonic ms of the next keepalive comment */
+    bool follow;          /* a process's logs: "exit" ends it, nothing to kill */
 } stream_t;
 
 /* True when the client closed its side of the connection. A silent command
@@ -159,13 +174,15 @@ s_stream_event (stream_t *st, exec_event_t *ev)
     case EXEC_EV_EXIT: {
         json_t *code = json_object_get (h, "exit_code");
         json_t *dur = json_object_get (h, "duration_ms");
-        s_stream_push (st, "complete",
-                       json_pack ("{s:I, s:I, s:b, s:b}", "exit_code",
-                                  json_is_integer (code) ? json_integer_value (code) : -1,
-                                  "duration_ms",
-                                  json_is_integer (dur) ? json_integer_value (dur) : 0, "timed_out",
-                                  json_is_true (json_object_get (h, "timed_out")), "truncated",
-                                  json_is_true (json_object_get (h, "truncated"))));
+        json_t *data
+            = json_pack ("{s:I, s:I, s:b, s:b}", "exit_code",
+                         json_is_integer (code) ? json_integer_value (code) : -1, "duration_ms",
+                         json_is_integer (dur) ? json_integer_value (dur) : 0, "timed_out",
+                         json_is_true (json_object_get (h, "timed_out")), "truncated",
+                         json_is_true (json_object_get (h, "truncated")));
+        if (json_is_true (json_object_get (h, "session_reset")))
+            json_object_set_new (data, "session_reset", json_true ());
+        s_stream_push (st, st->follow ? "exit" : "complete", data);
         st->done = 1;
         break;
     }
@@ -236,8 +253,10 @@ s_stream_free (void *cls)
     free (st);
 }
 
+/* Stream exec events as SSE. For a process's logs (follow), there is no
+   start event and the end is called "exit" rather than "complete". */
 static enum MHD_Result
-s_exec_stream (struct MHD_Connection *conn, exec_t *exec)
+s_exec_stream (struct MHD_Connection *conn, exec_t *exec, bool follow)
 {
     stream_t *st = calloc (1, sizeof *st);
     if (!st) {
@@ -249,7 +268,9 @@ s_exec_stream (struct MHD_Connection *conn, exec_t *exec)
     const union MHD_ConnectionInfo *ci
         = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     st->fd = ci ? ci->connect_fd : -1;
-    s_stream_push (st, "start", json_pack ("{s:i}", "pid", exec_pid (exec)));
+    st->follow = follow;
+    if (!follow)
+        s_stream_push (st, "start", json_pack ("{s:i}", "pid", exec_pid (exec)));
     return s_sse_response (conn, s_stream_read, st, s_stream_free);
 }
 
@@ -276,6 +297,20 @@ s_split (const char *url, char seg[][128], int max)
         p += len;
     }
     return n;
+}
+
+static const char *
+s_query (struct MHD_Connection *conn, const char *key)
+{
+    return MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+/* ?key=1, ?key=true or a bare ?key. */
+static bool
+s_query_true (struct MHD_Connection *conn, const char *key)
+{
+    const char *v = s_query (conn, key);
+    return v && (!*v || !strcmp (v, "1") || !strcmp (v, "true"));
 }
 
 static int
@@ -457,7 +492,407 @@ s_code_stream (struct MHD_Connection *conn, code_run_t *run)
     return s_sse_response (conn, s_cs_read, cs, s_cs_free);
 }
 
+/* --- files ----------------------------------------------------------------
+   Raw bytes stream both ways: downloads are sent from the file descriptor
+   (sendfile), uploads are written as they arrive, so memory stays bounded
+   whatever the file size. */
+
+static const char *
+s_content_type (const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } map[] = { { ".txt", "text/plain; charset=utf-8" },
+                { ".md", "text/markdown; charset=utf-8" },
+                { ".csv", "text/csv; charset=utf-8" },
+                { ".html", "text/html; charset=utf-8" },
+                { ".htm", "text/html; charset=utf-8" },
+                { ".css", "text/css; charset=utf-8" },
+                { ".js", "text/javascript; charset=utf-8" },
+                { ".ts", "text/plain; charset=utf-8" },
+                { ".py", "text/x-python; charset=utf-8" },
+                { ".sh", "text/x-shellscript; charset=utf-8" },
+                { ".json", "application/json" },
+                { ".xml", "application/xml" },
+                { ".svg", "image/svg+xml" },
+                { ".png", "image/png" },
+                { ".jpg", "image/jpeg" },
+                { ".jpeg", "image/jpeg" },
+                { ".gif", "image/gif" },
+                { ".webp", "image/webp" },
+                { ".pdf", "application/pdf" },
+                { ".zip", "application/zip" },
+                { ".gz", "application/gzip" },
+                { ".tar", "application/x-tar" },
+                { ".ipynb", "application/x-ipynb+json" } };
+    const char *dot = strrchr (path, '.');
+    const char *slash = strrchr (path, '/');
+    if (dot && (!slash || dot > slash))
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+            if (!strcasecmp (dot, map[i].ext))
+                return map[i].type;
+    return "application/octet-stream";
+}
+
+/* Parse a single "bytes=a-b" range against size. 1 with *off and *len set, 0
+   when there is no usable Range header, -1 when it cannot be satisfied. */
+static int
+s_parse_range (const char *h, int64_t size, int64_t *off, int64_t *len)
+{
+    if (!h || strncmp (h, "bytes=", 6) != 0 || strchr (h, ','))
+        return 0;
+    const char *p = h + 6;
+    char *end;
+    if (*p == '-') {
+        long long suffix = strtoll (p + 1, &end, 10);
+        if (*end || suffix <= 0)
+            return 0;
+        if (size == 0)
+            return -1;
+        *len = suffix > size ? size : suffix;
+        *off = size - *len;
+        return 1;
+    }
+    long long a = strtoll (p, &end, 10);
+    if (end == p || *end != '-' || a < 0)
+        return 0;
+    p = end + 1;
+    long long b = size - 1;
+    if (*p) {
+        b = strtoll (p, &end, 10);
+        if (*end || b < a)
+            return 0;
+    }
+    if (a >= size)
+        return -1;
+    if (b >= size)
+        b = size - 1;
+    *off = a;
+    *len = b - a + 1;
+    return 1;
+}
+
+static files_root_t *
+s_files_root (http_api_t *self, const char *tenant, const char *id, err_t *err)
+{
+    char cid[64], dir[1200], rootfs[1300];
+    if (sandbox_resolve (self->mgr, tenant, id, cid, NULL, err) < 0)
+        return NULL;
+    sandbox_mgr_dir (self->mgr, cid, dir, sizeof dir);
+    snprintf (rootfs, sizeof rootfs, "%s/bundle/rootfs", dir);
+    return files_root_open (rootfs, err);
+}
+
+/* GET and HEAD of /files/PATH. */
+static enum MHD_Result
+s_file_get (http_api_t *self, struct MHD_Connection *conn, files_root_t *root, const char *path,
+            bool head)
+{
+    err_t err = { 0 };
+    files_stat_t st;
+    const char *encoding = s_query (conn, "encoding");
+    if (head || (encoding && *encoding)) {
+        if (files_stat (root, path, &st, &err) < 0)
+            return s_send_error (conn, &err);
+    }
+    if (head) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer (0, "", MHD_RESPMEM_PERSISTENT);
+        char size[32], mode[8], ts[40];
+        snprintf (size, sizeof size, "%lld", (long long)st.size);
+        snprintf (mode, sizeof mode, "%04o", st.mode & 07777);
+        MHD_add_response_header (resp, "X-File-Type", st.type);
+        MHD_add_response_header (resp, "X-File-Size", size);
+        MHD_add_response_header (resp, "X-File-Mode", mode);
+        MHD_add_response_header (resp, "X-File-Mtime", util_iso8601 (st.mtime_ms, ts, sizeof ts));
+        if (!strcmp (st.type, "file"))
+            MHD_add_response_header (resp, "Content-Type", s_content_type (path));
+        enum MHD_Result rc = MHD_queue_response (conn, 200, resp);
+        MHD_destroy_response (resp);
+        return rc;
+    }
+    if (encoding && *encoding) {
+        bool b64 = !strcmp (encoding, "base64");
+        if (!b64 && strcmp (encoding, "utf-8") && strcmp (encoding, "utf8"))
+            return s_fail (conn, 400, "invalid_field", "query 'encoding': base64 or utf-8");
+        if (st.size > self->cfg->max_body_bytes * 16)
+            return s_fail (conn, 413, "file_too_large",
+                           "the file is too large for a JSON answer: read it raw (no encoding)");
+        int fd = -1;
+        if (files_open_read (root, path, &fd, &st, &err) < 0)
+            return s_send_error (conn, &err);
+        size_t cap = (size_t)st.size + 1, len = 0;
+        char *buf = malloc (cap);
+        while (buf && len < cap) {
+            ssize_t n = read (fd, buf + len, cap - len);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+        }
+        close (fd);
+        if (!buf)
+            return s_fail (conn, 500, "internal", "out of memory");
+        json_t *content = NULL;
+        if (b64) {
+            size_t n64 = sodium_base64_encoded_len (len, sodium_base64_VARIANT_ORIGINAL);
+            char *enc = malloc (n64);
+            if (enc) {
+                sodium_bin2base64 (enc, n64, (const unsigned char *)buf, len,
+                                   sodium_base64_VARIANT_ORIGINAL);
+                content = json_string (enc);
+            }
+            free (enc);
+        }
+        else if (memchr (buf, 0, len) || !(content = json_stringn (buf, len))) {
+            free (buf);
+            return s_fail (conn, 422, "not_utf8",
+                           "the file is not UTF-8 text: ask for encoding=base64");
+        }
+        free (buf);
+        if (!content)
+            return s_fail (conn, 500, "internal", "out of memory");
+        return s_send_json (conn, 200,
+                            json_pack ("{s:s, s:o, s:s, s:I}", "path", path, "content", content,
+                                       "encoding", b64 ? "base64" : "utf-8", "size",
+                                       (json_int_t)len));
+    }
+    int fd = -1;
+    if (files_open_read (root, path, &fd, &st, &err) < 0)
+        return s_send_error (conn, &err);
+    int64_t off = 0, len = st.size;
+    int r = s_parse_range (MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Range"), st.size,
+                           &off, &len);
+    if (r < 0) {
+        close (fd);
+        char msg[128];
+        snprintf (msg, sizeof msg, "the range is outside the file (%lld bytes)",
+                  (long long)st.size);
+        json_t *body = json_pack ("{s:{s:s, s:s}}", "error", "code", "range_not_satisfiable",
+                                  "message", msg);
+        char *text = jsonv_dumps (body);
+        json_decref (body);
+        struct MHD_Response *resp
+            = text ? MHD_create_response_from_buffer (strlen (text), text, MHD_RESPMEM_MUST_FREE)
+                   : NULL;
+        if (!resp) {
+            free (text);
+            return MHD_NO;
+        }
+        char cr[64];
+        snprintf (cr, sizeof cr, "bytes */%lld", (long long)st.size);
+        MHD_add_response_header (resp, "Content-Range", cr);
+        MHD_add_response_header (resp, "Content-Type", "application/json");
+        enum MHD_Result rc = MHD_queue_response (conn, 416, resp);
+        MHD_destroy_response (resp);
+        return rc;
+    }
+    struct MHD_Response *resp
+        = MHD_create_response_from_fd_at_offset64 ((uint64_t)len, fd, (uint64_t)off);
+    if (!resp) {
+        close (fd);
+        return s_fail (conn, 500, "internal", "out of memory");
+    }
+    MHD_add_response_header (resp, "Content-Type", s_content_type (path));
+    MHD_add_response_header (resp, "Accept-Ranges", "bytes");
+    if (r == 1) {
+        char cr[96];
+        snprintf (cr, sizeof cr, "bytes %lld-%lld/%lld", (long long)off, (long long)(off + len - 1),
+                  (long long)st.size);
+        MHD_add_response_header (resp, "Content-Range", cr);
+    }
+    enum MHD_Result rc = MHD_queue_response (conn, r == 1 ? 206 : 200, resp);
+    MHD_destroy_response (resp);
+    return rc;
+}
+
+/* ?mode=0644 → 0644; absent → -1; bad → -2. */
+static int
+s_query_mode (struct MHD_Connection *conn)
+{
+    const char *m = s_query (conn, "mode");
+    if (!m || !*m)
+        return -1;
+    char *end;
+    long v = strtol (m, &end, 8);
+    return *end || v < 0 || v > 07777 ? -2 : (int)v;
+}
+
+/* The JSON form of PUT /files/PATH: {content, encoding}. */
+static enum MHD_Result
+s_file_put_json (http_api_t *self, struct MHD_Connection *conn, files_root_t *root,
+                 const char *path, request_t *req)
+{
+    err_t err = { 0 };
+    json_t *body = jsonv_parse_object (req->body, req->len, false, &err);
+    const char *content = NULL, *encoding = "utf-8";
+    static const char *const keys[] = { "content", "encoding", NULL };
+    if (!body || jsonv_only_keys (body, "", keys, &err) < 0
+        || jsonv_string (body, "", "content", true, (size_t)self->cfg->max_body_bytes, &content,
+                         &err)
+               < 0
+        || jsonv_string (body, "", "encoding", false, 16, &encoding, &err) < 0) {
+        json_decref (body);
+        return s_send_error (conn, &err);
+    }
+    bool b64 = !strcmp (encoding, "base64");
+    if (!b64 && strcmp (encoding, "utf-8") && strcmp (encoding, "utf8")) {
+        json_decref (body);
+        return s_fail (conn, 400, "invalid_field", "field 'encoding': base64 or utf-8");
+    }
+    size_t clen = strlen (content), len = clen;
+    unsigned char *bin = NULL;
+    if (b64) {
+        bin = malloc (clen + 1);
+        if (!bin
+            || sodium_base642bin (bin, clen + 1, content, clen, " \t\r\n", &len, NULL,
+                                  sodium_base64_VARIANT_ORIGINAL)
+                   != 0) {
+            free (bin);
+            json_decref (body);
+            return s_fail (conn, 400, "invalid_field", "field 'content': invalid base64");
+        }
+    }
+    int mode = s_query_mode (conn);
+    if (mode == -2) {
+        free (bin);
+        json_decref (body);
+        return s_fail (conn, 400, "invalid_field", "query 'mode': an octal mode like 0644");
+    }
+    files_writer_t *w = files_write_begin (root, path, s_query_true (conn, "mkdir"), mode, &err);
+    int rc = w ? files_write_chunk (w, b64 ? (const void *)bin : content, len, &err) : -1;
+    if (rc == 0)
+        rc = files_write_commit (&w, &err);
+    files_write_abort (&w);
+    free (bin);
+    json_decref (body);
+    if (rc < 0)
+        return s_send_error (conn, &err);
+    return s_send_json (conn, 200, json_pack ("{s:s, s:I}", "path", path, "size", (json_int_t)len));
+}
+
+/* Routes of the file API: /files/PATH (GET, HEAD, PUT, DELETE) and
+   files:list, files:mkdir, files:move. */
+static enum MHD_Result
+s_files_route (http_api_t *self, struct MHD_Connection *conn, const char *method,
+               const char *tenant, const char *id, const char *op, const char *path, request_t *req)
+{
+    err_t err = { 0 };
+    if (req->writer || req->upload_err.status) {
+        /* A streamed upload: finish it. */
+        if (req->upload_err.status)
+            return s_send_error (conn, &req->upload_err);
+        int rc = files_write_commit (&req->writer, &err);
+        if (rc < 0)
+            return s_send_error (conn, &err);
+        return s_send_json (
+            conn, 200,
+            json_pack ("{s:s, s:I}", "path", req->path, "size", (json_int_t)req->uploaded));
+    }
+    files_root_t *root = s_files_root (self, tenant, id, &err);
+    if (!root)
+        return s_send_error (conn, &err);
+    enum MHD_Result rc;
+    json_t *body = NULL, *out = NULL;
+    bool is_get = !strcmp (method, "GET"), is_head = !strcmp (method, "HEAD");
+    if (!op) {
+        if (is_get || is_head)
+            rc = s_file_get (self, conn, root, path, is_head);
+        else if (!strcmp (method, "PUT"))
+            rc = s_file_put_json (self, conn, root, path, req);
+        else if (!strcmp (method, "DELETE")) {
+            rc = files_delete (root, path, s_query_true (conn, "recursive"), &err) == 0
+                     ? s_send_json (conn, 200, json_pack ("{s:s, s:b}", "path", path, "deleted", 1))
+                     : s_send_error (conn, &err);
+        }
+        else
+            rc = s_fail (conn, 405, "method_not_allowed", "use GET, HEAD, PUT or DELETE");
+    }
+    else if (!strcmp (op, "list")) {
+        const char *lpath = s_query (conn, "path");
+        bool truncated = false;
+        if (!is_get)
+            rc = s_fail (conn, 405, "method_not_allowed", "use GET");
+        else if (files_list (root, lpath && *lpath ? lpath : "/workspace",
+                             s_query_true (conn, "recursive"), s_query_true (conn, "hidden"), &out,
+                             &truncated, &err)
+                 == 0)
+            rc = s_send_json (conn, 200,
+                              json_pack ("{s:s, s:o, s:b}", "path",
+                                         lpath && *lpath ? lpath : "/workspace", "entries", out,
+                                         "truncated", truncated));
+        else
+            rc = s_send_error (conn, &err);
+    }
+    else if (strcmp (method, "POST"))
+        rc = s_fail (conn, 405, "method_not_allowed", "use POST");
+    else if (!(body = jsonv_parse_object (req->body, req->len, false, &err)))
+        rc = s_send_error (conn, &err);
+    else if (!strcmp (op, "mkdir")) {
+        static const char *const keys[] = { "path", "recursive", NULL };
+        const char *p = NULL;
+        bool recursive = false;
+        if (jsonv_only_keys (body, "", keys, &err) < 0
+            || jsonv_string (body, "", "path", true, FILES_MAX_PATH, &p, &err) < 0
+            || jsonv_bool (body, "", "recursive", &recursive, &err) < 0
+            || files_mkdir (root, p, recursive, &err) < 0)
+            rc = s_send_error (conn, &err);
+        else
+            rc = s_send_json (conn, 201, json_pack ("{s:s}", "path", p));
+    }
+    else {
+        static const char *const keys[] = { "from", "to", NULL };
+        const char *from = NULL, *to = NULL;
+        if (jsonv_only_keys (body, "", keys, &err) < 0
+            || jsonv_string (body, "", "from", true, FILES_MAX_PATH, &from, &err) < 0
+            || jsonv_string (body, "", "to", true, FILES_MAX_PATH, &to, &err) < 0
+            || files_move (root, from, to, &err) < 0)
+            rc = s_send_error (conn, &err);
+        else
+            rc = s_send_json (conn, 200, json_pack ("{s:s, s:s}", "from", from, "to", to));
+    }
+    json_decref (body);
+    files_root_close (&root);
+    return rc;
+}
+
+/* Split a files URL: /v1/sandboxes/ID/files/PATH (op NULL, path with
+   its leading slash) or /v1/sandboxes/ID/files:OP. 1 when it is one. */
+static int
+s_files_url (const char *url, char *id, size_t idsize, const char **op, const char **path)
+{
+    static const char prefix[] = "/v1/sandboxes/";
+    if (strncmp (url, prefix, sizeof prefix - 1) != 0)
+        return 0;
+    const char *p = url + sizeof prefix - 1;
+    const char *slash = strchr (p, '/');
+    if (!slash || (size_t)(slash - p) >= idsize)
+        return 0;
+    memcpy (id, p, (size_t)(slash - p));
+    id[slash - p] = '\0';
+    const char *rest = slash + 1;
+    if (!strncmp (rest, "files/", 6)) {
+        *op = NULL;
+        *path = rest + 5;
+        return 1;
+    }
+    if (!strcmp (rest, "files:list") || !strcmp (rest, "files:mkdir")
+        || !strcmp (rest, "files:move")) {
+        *op = rest + 6;
+        *path = NULL;
+        return 1;
+    }
+    return 0;
+}
+
 typedef enum {
+    R_ENV,
+    R_GIT_CHECKOUT,
+    R_SESSIONS,
+    R_SESSION,
+    R_PROCESSES,
+    R_PROCESS,
+    R_PROCESS_LOGS,
     R_SANDBOXES,
     R_SANDBOX,
     R_EXEC,
@@ -468,8 +903,8 @@ typedef enum {
     R_CTX_RESTART,
 } route_t;
 
-/* Routes under /v1/sandboxes: segment count, the 4th and 6th segments
-   (NULL: the id slot or absent), and the methods allowed. */
+/* Routes under /v1/sandboxes: segment count, the 4th and the last
+   segments (NULL: an id slot or absent), and the methods allowed. */
 static const struct {
     int nseg;
     const char *s3, *s5;
@@ -484,6 +919,13 @@ static const struct {
     { 5, "contexts", NULL, R_CONTEXT, "GET, DELETE" },
     { 6, "contexts", "interrupt", R_CTX_INTERRUPT, "POST" },
     { 6, "contexts", "restart", R_CTX_RESTART, "POST" },
+    { 4, "env", NULL, R_ENV, "POST" },
+    { 5, "git", "checkout", R_GIT_CHECKOUT, "POST" },
+    { 4, "sessions", NULL, R_SESSIONS, "GET, POST" },
+    { 5, "sessions", NULL, R_SESSION, "GET, DELETE" },
+    { 4, "processes", NULL, R_PROCESSES, "GET, POST, DELETE" },
+    { 5, "processes", NULL, R_PROCESS, "GET, DELETE" },
+    { 6, "processes", "logs", R_PROCESS_LOGS, "GET" },
 };
 
 static enum MHD_Result
@@ -501,7 +943,10 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         return s_send_json (conn, 200,
                             json_pack ("{s:s, s:s}", "status", "ok", "version", VERSION_STRING));
     }
-    if (n < 2 || strcmp (seg[0], "v1") || strcmp (seg[1], "sandboxes"))
+    char fid[128];
+    const char *fop = NULL, *fpath = NULL;
+    bool is_files = s_files_url (url, fid, sizeof fid, &fop, &fpath);
+    if (!is_files && (n < 2 || strcmp (seg[0], "v1") || strcmp (seg[1], "sandboxes")))
         return s_fail (conn, 404, "not_found", "no such route");
 
     const char *tenant = auth_tenant (
@@ -516,10 +961,16 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         return s_fail (conn, 413, "body_too_large", msg);
     }
 
+    if (is_files) {
+        if (!util_valid_id (fid))
+            return s_fail (conn, 404, "not_found", "no such sandbox");
+        return s_files_route (self, conn, method, tenant, fid, fop, fpath, req);
+    }
+
     int found = -1;
     for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++)
         if (s_routes[i].nseg == n && (!s_routes[i].s3 || !strcmp (seg[3], s_routes[i].s3))
-            && (!s_routes[i].s5 || !strcmp (seg[5], s_routes[i].s5))) {
+            && (!s_routes[i].s5 || !strcmp (seg[n - 1], s_routes[i].s5))) {
             found = (int)i;
             break;
         }
@@ -527,11 +978,11 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         return s_fail (conn, 404, "not_found", "no such route");
     route_t route = s_routes[found].route;
     const char *id = n >= 3 ? seg[2] : NULL;
-    const char *ctx = n >= 5 ? seg[4] : NULL;
+    const char *ctx = n >= 5 && route != R_GIT_CHECKOUT ? seg[4] : NULL;
     if (id && !util_valid_id (id))
         return s_fail (conn, 404, "not_found", "no such sandbox");
     if (ctx && !util_valid_id (ctx))
-        return s_fail (conn, 404, "not_found", "no such context");
+        return s_fail (conn, 404, "not_found", "no such context, session or process");
 
     /* Method first, so a wrong method is a 405 whatever the body holds. */
     int is_get = !strcmp (method, "GET"), is_post = !strcmp (method, "POST");
@@ -575,7 +1026,7 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         exec_t *exec = exec_start (self->mgr, tenant, id, body, &err);
         json_decref (body);
         if (exec && s_wants_sse (conn))
-            return s_exec_stream (conn, exec);
+            return s_exec_stream (conn, exec, false);
         out = exec ? exec_collect (exec, &err) : NULL;
         exec_destroy (&exec);
         return out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
@@ -609,9 +1060,97 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     case R_CTX_RESTART:
         ok = contexts_restart (self->ctxs, tenant, id, ctx, &out, &err) == 0;
         break;
+    case R_ENV:
+        ok = sandbox_set_env (self->mgr, tenant, id, body, &out, &err) == 0;
+        break;
+    case R_GIT_CHECKOUT:
+        ok = git_checkout (self->mgr, tenant, id, body, &out, &err) == 0;
+        status = 201;
+        break;
+    case R_SESSIONS:
+        if (is_get)
+            ok = sessions_list (self->mgr, tenant, id, &out, &err) == 0;
+        else {
+            ok = sessions_create (self->mgr, tenant, id, body, &out, &err) == 0;
+            status = 201;
+        }
+        break;
+    case R_SESSION:
+        if (is_get)
+            ok = sessions_get (self->mgr, tenant, id, ctx, &out, &err) == 0;
+        else if ((ok = sessions_delete (self->mgr, tenant, id, ctx, &err) == 0))
+            out = json_pack ("{s:s, s:s}", "id", ctx, "status", "deleted");
+        break;
+    case R_PROCESSES:
+        if (is_get)
+            ok = processes_list (self->mgr, tenant, id, &out, &err) == 0;
+        else if (is_post) {
+            ok = processes_start (self->mgr, tenant, id, body, &out, &err) == 0;
+            status = 201;
+        }
+        else
+            ok = processes_kill_all (self->mgr, tenant, id, s_query (conn, "signal"), &out, &err)
+                 == 0;
+        break;
+    case R_PROCESS:
+        if (is_get)
+            ok = processes_get (self->mgr, tenant, id, ctx, &out, &err) == 0;
+        else
+            ok = processes_signal (self->mgr, tenant, id, ctx, s_query (conn, "signal"), &out, &err)
+                 == 0;
+        break;
+    case R_PROCESS_LOGS:
+        if (s_query_true (conn, "follow") && s_wants_sse (conn)) {
+            char cid[64];
+            json_t *req = processes_follow_request (self->mgr, tenant, id, ctx, cid, &err);
+            exec_t *follow = req ? exec_attach (self->mgr, cid, req, &err) : NULL;
+            json_decref (req);
+            json_decref (body);
+            return follow ? s_exec_stream (conn, follow, true) : s_send_error (conn, &err);
+        }
+        ok = processes_logs (self->mgr, tenant, id, ctx, &out, &err) == 0;
+        break;
     }
     json_decref (body);
     return ok ? s_send_json (conn, (unsigned)status, out) : s_send_error (conn, &err);
+}
+
+/* A raw PUT to /files/PATH (anything but a JSON body) is written to
+   disk as it arrives. Sets up the writer; -1 with req->upload_err when the
+   request must be refused before its body is read. 0 otherwise (also when
+   this is not such an upload). */
+static int
+s_start_upload (http_api_t *self, struct MHD_Connection *conn, const char *url, request_t *req)
+{
+    char id[128];
+    const char *op = NULL, *path = NULL;
+    if (!s_files_url (url, id, sizeof id, &op, &path) || op)
+        return 0;
+    const char *ctype = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Type");
+    if (ctype && !strncasecmp (ctype, "application/json", 16))
+        return 0; /* the JSON form {content, encoding}: buffered like any body */
+    err_t *err = &req->upload_err;
+    const char *tenant = auth_tenant (
+        self->auth, MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Authorization"));
+    if (!tenant)
+        return err_set (err, 401, "unauthorized", "missing or invalid bearer token");
+    if (!util_valid_id (id))
+        return err_set (err, 404, "not_found", "no such sandbox");
+    const char *cl = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoll (cl, NULL, 10) > self->cfg->max_upload_bytes)
+        return err_set (err, 413, "body_too_large", "upload larger than %lld bytes",
+                        (long long)self->cfg->max_upload_bytes);
+    int mode = s_query_mode (conn);
+    if (mode == -2)
+        return err_set (err, 400, "invalid_field", "query 'mode': an octal mode like 0644");
+    req->root = s_files_root (self, tenant, id, err);
+    if (!req->root)
+        return -1;
+    req->writer = files_write_begin (req->root, path, s_query_true (conn, "mkdir"), mode, err);
+    if (!req->writer)
+        return -1;
+    snprintf (req->path, sizeof req->path, "%s", path);
+    return 0;
 }
 
 static enum MHD_Result
@@ -620,12 +1159,20 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
 {
     http_api_t *self = cls;
     request_t *req = *con_cls;
-    if (!req) {
-        req = calloc (1, sizeof *req);
-        if (!req)
-            return MHD_NO;
-        req->started_us = util_mono_us ();
-        *con_cls = req;
+    if (!req)
+        return MHD_NO; /* made by s_uri_log; only out of memory leaves it NULL */
+    if (!req->seen) {
+        req->seen = 1;
+        if (req->nul_in_path) {
+            req->responded = 1;
+            return s_fail (conn, 400, "invalid_path", "a path must not contain NUL (%00)");
+        }
+        if (!strcmp (method, "PUT") && s_start_upload (self, conn, url, req) < 0) {
+            req->responded = 1;
+            return s_send_error (conn, &req->upload_err);
+        }
+        if (req->writer)
+            return MHD_YES;
         /* Refuse a declared oversized body before reading any of it. */
         const char *cl = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll (cl, NULL, 10) > self->cfg->max_body_bytes) {
@@ -642,6 +1189,19 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
         *upload_data_size = 0;
         if (req->responded || req->too_large)
             return MHD_YES;
+        if (req->writer || req->upload_err.status) {
+            /* Streamed to disk as it comes: memory stays bounded. */
+            if (req->writer && req->uploaded + (int64_t)n > self->cfg->max_upload_bytes) {
+                err_set (&req->upload_err, 413, "body_too_large", "upload larger than %lld bytes",
+                         (long long)self->cfg->max_upload_bytes);
+                files_write_abort (&req->writer);
+            }
+            if (req->writer
+                && files_write_chunk (req->writer, upload_data, n, &req->upload_err) < 0)
+                files_write_abort (&req->writer);
+            req->uploaded += (int64_t)n;
+            return MHD_YES;
+        }
         if (req->len + n > (size_t)self->cfg->max_body_bytes) {
             req->too_large = 1;
             free (req->body);
@@ -671,6 +1231,9 @@ s_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
     request_t *req = *con_cls;
     if (!req)
         return;
+    /* An upload cut short leaves the old file as it was. */
+    files_write_abort (&req->writer);
+    files_root_close (&req->root);
     free (req->body);
     free (req);
     *con_cls = NULL;
@@ -679,8 +1242,20 @@ s_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
 static void *
 s_uri_log (void *cls, const char *uri, struct MHD_Connection *conn)
 {
+    /* The only place that sees the URI before it is unescaped: a %00 there
+       would cut a path short once decoded into a C string. What this
+       returns becomes the request's context. */
     log_debug ("request %.200s", uri);
-    return NULL;
+    request_t *req = calloc (1, sizeof *req);
+    if (req) {
+        req->started_us = util_mono_us ();
+        const char *q = strchr (uri, '?');
+        size_t n = q ? (size_t)(q - uri) : strlen (uri);
+        for (size_t i = 0; i + 2 < n; i++)
+            if (uri[i] == '%' && uri[i + 1] == '0' && uri[i + 2] == '0')
+                req->nul_in_path = 1;
+    }
+    return req;
 }
 
 /* Parse "ADDR:PORT" or "[V6]:PORT". */

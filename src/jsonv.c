@@ -139,18 +139,6 @@ jsonv_bool (json_t *obj, const char *path, const char *key, bool *out, err_t *er
     return 0;
 }
 
-static bool
-s_valid_env_name (const char *s)
-{
-    if (!*s || !(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
-        return false;
-    for (; *s; s++)
-        if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')
-              || (*s >= '0' && *s <= '9')))
-            return false;
-    return true;
-}
-
 int
 jsonv_env (json_t *obj, const char *path, const char *key, size_t max_entries, size_t max_bytes,
            json_t **out, err_t *err)
@@ -170,7 +158,7 @@ jsonv_env (json_t *obj, const char *path, const char *key, size_t max_entries, s
     json_t *val;
     json_object_foreach (v, name, val)
     {
-        if (!s_valid_env_name (name) || strlen (name) > 256)
+        if (!util_valid_env_name (name) || strlen (name) > 256)
             return err_set (err, 400, "invalid_field",
                             "field '%s%s': invalid variable name '%.64s'", path, key, name);
         if (!json_is_string (val) || strlen (json_string_value (val)) != json_string_length (val))

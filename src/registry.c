@@ -362,3 +362,11 @@ out:
     pthread_mutex_unlock (&self->lock);
     return rc;
 }
+
+int
+registry_set_env (registry_t *self, const char *tenant, const char *id, const char *env_json,
+                  err_t *err)
+{
+    return s_exec (self, "UPDATE sandboxes SET env = ? WHERE tenant = ? AND id = ?", env_json, NULL,
+                   tenant, id, NULL, err);
+}

@@ -50,6 +50,8 @@ int registry_set_expiry (registry_t *self, const char *tenant, const char *id, i
 int registry_set_status (registry_t *self, const char *tenant, const char *id, const char *status,
                          err_t *err);
 int registry_delete (registry_t *self, const char *tenant, const char *id, err_t *err);
+int registry_set_env (registry_t *self, const char *tenant, const char *id, const char *env_json,
+                      err_t *err);
 
 /* Hand the running sandbox (from_tenant, from_id) over to `to` in one
    statement: tenant, id, times, env and limits are replaced, the cid and

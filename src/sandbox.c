@@ -107,6 +107,16 @@ s_to_json (const registry_rec_t *rec)
 {
     char created[40], expires[40];
     json_t *env = json_loads (rec->env_json ? rec->env_json : "{}", 0, NULL);
+    /* Unset variables are kept as null for the sessions' sake: not shown. */
+    const char *name;
+    json_t *v;
+    void *tmp;
+    if (json_is_object (env))
+        json_object_foreach_safe (env, tmp, name, v)
+        {
+            if (!json_is_string (v))
+                json_object_del (env, name);
+        }
     return json_pack (
         "{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:f, s:I}}", "id", rec->id, "status", rec->status,
         "created_at", util_iso8601 (rec->created_at, created, sizeof created), "expires_at",
@@ -637,8 +647,8 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
 }
 
 int
-sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid, json_t **env,
-                 err_t *err)
+sandbox_resolve_env (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid,
+                     json_t **env, json_t **unset, err_t *err)
 {
     registry_rec_t rec;
     if (registry_get (self->reg, tenant, id, &rec, err) < 0)
@@ -649,11 +659,106 @@ sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *
         return -1;
     }
     snprintf (cid, 64, "%s", rec.cid);
-    if (env) {
-        *env = json_loads (rec.env_json ? rec.env_json : "{}", 0, NULL);
-        if (!*env)
-            *env = json_object ();
+    json_t *stored = json_loads (rec.env_json ? rec.env_json : "{}", 0, NULL);
+    if (!json_is_object (stored)) {
+        json_decref (stored);
+        stored = json_object ();
     }
+    /* Unset variables stay in the registry as null, so sessions that
+       exported them earlier can be told to drop them. */
+    if (env)
+        *env = json_object ();
+    if (unset)
+        *unset = json_array ();
+    const char *name;
+    json_t *v;
+    json_object_foreach (stored, name, v)
+    {
+        if (json_is_string (v) && env)
+            json_object_set (*env, name, v);
+        else if (json_is_null (v) && unset)
+            json_array_append_new (*unset, json_string (name));
+    }
+    json_decref (stored);
     registry_rec_clear (&rec);
+    return 0;
+}
+
+int
+sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid, json_t **env,
+                 err_t *err)
+{
+    return sandbox_resolve_env (self, tenant, id, cid, env, NULL, err);
+}
+
+int
+sandbox_set_env (sandbox_mgr_t *self, const char *tenant, const char *id, json_t *body,
+                 json_t **out, err_t *err)
+{
+    /* Validate the new values as an env map, with nulls taken out first. */
+    json_t *sets = json_object (), *unsets = json_array ();
+    const char *name;
+    json_t *v;
+    json_object_foreach (body, name, v)
+    {
+        if (json_is_null (v))
+            json_array_append_new (unsets, json_string (name));
+        else
+            json_object_set (sets, name, v);
+    }
+    json_t *wrap = json_pack ("{s:O}", "env", sets), *checked = NULL;
+    int rc = jsonv_env (wrap, "", "env", 256, 64 * 1024, &checked, err);
+    size_t i;
+    json_array_foreach (unsets, i, v)
+    {
+        if (rc == 0 && !util_valid_env_name (json_string_value (v)))
+            rc = err_set (err, 400, "invalid_field", "field 'env.%.64s': invalid variable name",
+                          json_string_value (v));
+    }
+    registry_rec_t rec;
+    memset (&rec, 0, sizeof rec);
+    pthread_mutex_lock (&self->lock);
+    if (rc == 0)
+        rc = registry_get (self->reg, tenant, id, &rec, err);
+    json_t *env = NULL;
+    if (rc == 0) {
+        env = json_loads (rec.env_json ? rec.env_json : "{}", 0, NULL);
+        if (!json_is_object (env)) {
+            json_decref (env);
+            env = json_object ();
+        }
+        json_object_update (env, sets);
+        json_array_foreach (unsets, i, v)
+            json_object_set_new (env, json_string_value (v), json_null ()); /* tombstone */
+        json_t *live = json_object ();
+        const char *k;
+        json_t *val;
+        json_object_foreach (env, k, val)
+        {
+            if (json_is_string (val))
+                json_object_set (live, k, val);
+        }
+        json_t *wrap2 = json_pack ("{s:O}", "env", live), *ok = NULL;
+        rc = jsonv_env (wrap2, "", "env", 256, 64 * 1024, &ok, err);
+        json_decref (wrap2);
+        if (json_object_size (env) > 1024)
+            rc = err_set (err, 400, "invalid_field", "too many variables set and unset");
+        char *text = rc == 0 ? jsonv_dumps (env) : NULL;
+        json_decref (env);
+        env = live;
+        if (rc == 0)
+            rc = registry_set_env (self->reg, tenant, id, text, err);
+        free (text);
+    }
+    pthread_mutex_unlock (&self->lock);
+    registry_rec_clear (&rec);
+    json_decref (wrap);
+    json_decref (sets);
+    json_decref (unsets);
+    if (rc < 0) {
+        json_decref (env);
+        return -1;
+    }
+    *out = json_pack ("{s:o}", "env", env);
     return 0;
 }

@@ -43,11 +43,22 @@ int sandbox_extend (sandbox_mgr_t *self, const char *tenant, const char *id, jso
                     json_t **out, err_t *err);
 int sandbox_delete (sandbox_mgr_t *self, const char *tenant, const char *id, err_t *err);
 
+/* POST /v1/sandboxes/{id}/env: body {VAR: "value" | null, ...} sets (or,
+   with null, unsets) sandbox-wide variables for every later exec, process,
+   session and new context. *out (caller owns) is {"env": {...}}. */
+int sandbox_set_env (sandbox_mgr_t *self, const char *tenant, const char *id, json_t *body,
+                     json_t **out, err_t *err);
+
 /* Look up a running sandbox for an operation inside it: its container id
    (cid, 64 bytes) and its env as a new JSON object (caller owns). 404 when
    absent, 409 while it is being created or deleted. */
 int sandbox_resolve (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid,
                      json_t **env, err_t *err);
+
+/* The same, also giving the names unset with POST /env (a new array,
+   caller owns) so that sessions can drop them. */
+int sandbox_resolve_env (sandbox_mgr_t *self, const char *tenant, const char *id, char *cid,
+                         json_t **env, json_t **unset, err_t *err);
 
 /* Observers of sandbox life: started is called (from the creating thread)
    once a sandbox's agent answers, after create (recovered false) and after

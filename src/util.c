@@ -155,6 +155,19 @@ util_valid_id (const char *s)
     return true;
 }
 
+bool
+util_valid_env_name (const char *s)
+{
+    if (!s || !*s || strlen (s) > 256
+        || !(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
+        return false;
+    for (; *s; s++)
+        if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')
+              || (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
+}
+
 int
 util_mkdir_p (const char *path, unsigned mode)
 {

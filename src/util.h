@@ -58,6 +58,10 @@ void util_random_hex (char *buf, size_t nbytes);
    [A-Za-z0-9_.-], starting with a letter or digit. */
 bool util_valid_id (const char *s);
 
+/* True if s is a valid environment variable name: [A-Za-z_][A-Za-z0-9_]*,
+   at most 256 characters. */
+bool util_valid_env_name (const char *s);
+
 /* mkdir -p with the given mode for each created component. 0 or -1/errno. */
 int util_mkdir_p (const char *path, unsigned mode);
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,8 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -44,10 +47,32 @@
 #define MSGS_PER_WAKEUP  64
 #define NOFILE_WANT      4096
 #define MONITOR_ENDPOINT "inproc://sandbox-agent-monitor"
+#define SPAWN_WAIT_MS    2000 /* a shell or process must exec within this */
 
-/* Poll slots: socket, signalfd, monitor, then up to four fds per exec. */
+#define MAX_SESSIONS        32
+#define SESSION_ID_MAX      63
+#define SESSION_QUEUE_MAX   32                 /* execs and state requests waiting per session */
+#define QUEUE_BYTES_MAX     (64 * 1024 * 1024) /* commands + stdin waiting, all sessions */
+#define SESSION_DIR_DEFAULT "/tmp/.sandboxd-sessions"
+#define SESSION_DIR_MAX     512
+#define MARK_MAX            64 /* "\036SBXEND <32 hex> " is 41 bytes */
+#define MARK_TAIL_MAX       16 /* "<status>\036\n" after it */
+#define MARKER_GRACE_MS     500
+#define STATE_TIMEOUT_MS    5000
+#define STATE_MAX           (4 * 1024 * 1024) /* pwd + env -0 output read */
+#define STATE_BUDGET        (48 * 1024)       /* JSON bytes of cwd + env in a state event */
+
+#define MAX_PROCS         256
+#define MAX_FOLLOWERS     16
+#define LOG_DEFAULT       (1024 * 1024)
+#define LOG_CLAMP         (16 * 1024 * 1024)
+#define LOG_RESERVE_MAX   ((size_t)512 * 1024 * 1024) /* 2 x max_log over tracked procs */
+#define PROC_COMMAND_SHOW 4096                        /* bytes of command in a proc event */
+
+/* Poll slots: socket, signalfd, monitor, then up to four fds per exec,
+   three per session and two per process. */
 #define POLL_FIXED 3
-#define POLL_MAX   (POLL_FIXED + 4 * MAX_EXECS)
+#define POLL_MAX   (POLL_FIXED + 4 * MAX_EXECS + 3 * MAX_SESSIONS + 2 * MAX_PROCS)
 
 static const char *const s_base_env[]
     = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/workspace",
@@ -113,7 +138,104 @@ typedef struct {
     size_t max_output;
 } exec_req_t;
 
-typedef enum { REF_STATUS, REF_STDOUT, REF_STDERR, REF_STDIN } ref_kind_t;
+/* One queued session request: a command, or the agent's own state query. */
+typedef struct _sess_item_t sess_item_t;
+struct _sess_item_t {
+    sess_item_t *next;
+    bool is_state;
+    unsigned char tag[TAG_MAX];
+    size_t tag_len;
+    char *command; /* NULL for a state query */
+    char *exports; /* "unset -v K" and "export K='V'" lines (unset, env), or NULL */
+    char *assigns; /* "K='V' " assignments for this command only (cmd_env), or NULL */
+    unsigned char *in_buf;
+    size_t in_len;
+    int64_t timeout_ms;
+    size_t max_output;
+    size_t bytes; /* counted in agent_t.queue_bytes while queued */
+};
+
+typedef enum { SCAN_SEARCH, SCAN_TAIL, SCAN_DONE } scan_phase_t;
+
+/* End-marker scanner for one of the shell's output streams. */
+typedef struct {
+    scan_phase_t phase;
+    unsigned char hold[MARK_MAX]; /* a possible start of the marker, not yet forwarded */
+    size_t hold_len;
+    char tail[MARK_TAIL_MAX]; /* status digits after the marker */
+    size_t tail_len;
+    int rc;
+} scan_t;
+
+/* A persistent shell and the command running in it. */
+typedef struct {
+    bool used;
+    char id[SESSION_ID_MAX + 1];
+    char *cwd;   /* initial cwd and env, for restarts */
+    json_t *env; /* owned, or NULL */
+    pid_t pid;   /* the shell (its process group); 0 while none runs */
+    bool reaped;
+    int wstatus;
+    int64_t reap_us;
+    int in_fd, out_fd, err_fd;
+    char *line; /* command line still to write to the shell */
+    size_t line_len, line_off;
+    sess_item_t *head, *tail; /* waiting */
+    size_t queued;
+    sess_item_t *cur; /* running, or NULL */
+    char mark[MARK_MAX];
+    size_t mark_len;
+    char files[3][SESSION_DIR_MAX + 40]; /* command, stdin, env files of cur ("" if none) */
+    scan_t scan[2];
+    int64_t start_us, deadline_us, marker_us; /* 0: none */
+    bool timed_out, truncated;
+    size_t sent[2];
+    unsigned char *cap; /* state query output */
+    size_t cap_len;
+    bool cap_over;
+} session_t;
+
+/* The last `max` bytes of one output stream of a process. */
+typedef struct {
+    unsigned char *buf;
+    size_t cap, max, start, len;
+    bool dropped;
+} ring_t;
+
+typedef struct {
+    unsigned char tag[TAG_MAX];
+    size_t tag_len;
+} follower_t;
+
+/* A background process, tracked from proc_start until forgotten. */
+typedef struct {
+    bool used;
+    uint64_t num; /* id "p-<num>" */
+    char *command;
+    pid_t pid;
+    bool reaped;
+    bool done; /* pipes closed, followers told */
+    int wstatus;
+    int out_fd, err_fd;
+    ring_t ring[2];
+    int64_t started_ms, ended_ms; /* epoch */
+    int64_t fork_us, exit_us;
+    size_t reserve; /* counted in agent_t.log_reserved */
+    follower_t followers[MAX_FOLLOWERS];
+    int nfollow;
+} proc_t;
+
+typedef enum {
+    REF_STATUS,
+    REF_STDOUT,
+    REF_STDERR,
+    REF_STDIN,
+    REF_SESS_OUT,
+    REF_SESS_ERR,
+    REF_SESS_IN,
+    REF_PROC_OUT,
+    REF_PROC_ERR
+} ref_kind_t;
 
 typedef struct {
     void *ctx;
@@ -132,6 +254,13 @@ typedef struct {
         ref_kind_t kind;
     } refs[POLL_MAX];
     unsigned char chunk[CHUNK_MAX];
+    unsigned char scan_buf[MARK_MAX + CHUNK_MAX];
+    session_t sessions[MAX_SESSIONS];
+    size_t queue_bytes;
+    char session_dir[SESSION_DIR_MAX + 1];
+    proc_t procs[MAX_PROCS];
+    uint64_t next_proc;
+    size_t log_reserved;
 } agent_t;
 
 /* Monotonic clock in microseconds. */
@@ -338,15 +467,10 @@ s_string_clean (json_t *s)
     return strlen (json_string_value (s)) == json_string_length (s);
 }
 
-/* Validate an exec header into *out. 0, or -1 with a message in msg. */
+/* "command": required string, at most COMMAND_MAX bytes, no NUL. */
 static int
-s_parse_exec (json_t *hdr, exec_req_t *out, char *msg, size_t msgsz)
+s_parse_command (json_t *hdr, const char **out, char *msg, size_t msgsz)
 {
-    static const char *const allowed[]
-        = { "op", "command", "cwd", "env", "timeout_ms", "max_output", NULL };
-    if (s_check_fields (hdr, allowed, msg, msgsz) < 0)
-        return -1;
-
     json_t *command = json_object_get (hdr, "command");
     if (!json_is_string (command)) {
         snprintf (msg, msgsz, "\"command\" must be a string");
@@ -356,73 +480,140 @@ s_parse_exec (json_t *hdr, exec_req_t *out, char *msg, size_t msgsz)
         snprintf (msg, msgsz, "\"command\" must be at most %d bytes without NUL", COMMAND_MAX);
         return -1;
     }
-    out->command = json_string_value (command);
+    *out = json_string_value (command);
+    return 0;
+}
 
-    out->cwd = "/workspace";
+/* "cwd": optional non-empty string of at most CWD_MAX bytes, default
+   /workspace. */
+static int
+s_parse_cwd (json_t *hdr, const char **out, char *msg, size_t msgsz)
+{
+    *out = "/workspace";
     json_t *cwd = json_object_get (hdr, "cwd");
-    if (cwd) {
-        if (!json_is_string (cwd) || json_string_length (cwd) == 0
-            || json_string_length (cwd) > CWD_MAX || !s_string_clean (cwd)) {
-            snprintf (msg, msgsz, "\"cwd\" must be a non-empty string of at most %d bytes",
-                      CWD_MAX);
-            return -1;
-        }
-        out->cwd = json_string_value (cwd);
+    if (!cwd)
+        return 0;
+    if (!json_is_string (cwd) || json_string_length (cwd) == 0 || json_string_length (cwd) > CWD_MAX
+        || !s_string_clean (cwd)) {
+        snprintf (msg, msgsz, "\"cwd\" must be a non-empty string of at most %d bytes", CWD_MAX);
+        return -1;
     }
+    *out = json_string_value (cwd);
+    return 0;
+}
 
-    out->env = json_object_get (hdr, "env");
-    if (out->env) {
-        if (!json_is_object (out->env)) {
-            snprintf (msg, msgsz, "\"env\" must be an object of strings");
-            return -1;
-        }
-        if (json_object_size (out->env) > ENV_MAX_ENTRIES) {
-            snprintf (msg, msgsz, "\"env\" has more than %d entries", ENV_MAX_ENTRIES);
-            return -1;
-        }
-        size_t total = 0;
-        for (void *it = json_object_iter (out->env); it;
-             it = json_object_iter_next (out->env, it)) {
-            const char *key = json_object_iter_key (it);
-            json_t *value = json_object_iter_value (it);
-            if (key[0] == '\0' || strchr (key, '=')) {
-                snprintf (msg, msgsz, "env key \"%.64s\" is empty or contains '='", key);
-                return -1;
-            }
-            if (!json_is_string (value) || !s_string_clean (value)) {
-                snprintf (msg, msgsz, "env value of \"%.64s\" must be a string without NUL", key);
-                return -1;
-            }
-            total += strlen (key) + json_string_length (value) + 2;
-            if (total > ENV_MAX_BYTES) {
-                snprintf (msg, msgsz, "\"env\" exceeds %d bytes", ENV_MAX_BYTES);
-                return -1;
-            }
-        }
-    }
+/* True if key is a shell variable name: [A-Za-z_][A-Za-z0-9_]*. */
+static bool
+s_shell_name (const char *key)
+{
+    if (!((key[0] >= 'A' && key[0] <= 'Z') || (key[0] >= 'a' && key[0] <= 'z') || key[0] == '_'))
+        return false;
+    for (const char *p = key; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+              || *p == '_'))
+            return false;
+    return true;
+}
 
-    out->timeout_ms = 0;
-    json_t *timeout = json_object_get (hdr, "timeout_ms");
-    if (timeout) {
-        if (!json_is_integer (timeout) || json_integer_value (timeout) < 0) {
-            snprintf (msg, msgsz, "\"timeout_ms\" must be an integer >= 0");
+/* "env": optional object of strings within ENV_MAX_ENTRIES and
+   ENV_MAX_BYTES; keys non-empty without '=', or shell variable names when
+   shell_names (they are exported by a shell). *out is borrowed or NULL. */
+static int
+s_parse_env_key (json_t *hdr, const char *field, bool shell_names, json_t **out, char *msg,
+                 size_t msgsz)
+{
+    json_t *env = *out = json_object_get (hdr, field);
+    if (!env)
+        return 0;
+    if (!json_is_object (env)) {
+        snprintf (msg, msgsz, "\"env\" must be an object of strings");
+        return -1;
+    }
+    if (json_object_size (env) > ENV_MAX_ENTRIES) {
+        snprintf (msg, msgsz, "\"env\" has more than %d entries", ENV_MAX_ENTRIES);
+        return -1;
+    }
+    size_t total = 0;
+    for (void *it = json_object_iter (env); it; it = json_object_iter_next (env, it)) {
+        const char *key = json_object_iter_key (it);
+        json_t *value = json_object_iter_value (it);
+        if (key[0] == '\0' || strchr (key, '=')) {
+            snprintf (msg, msgsz, "env key \"%.64s\" is empty or contains '='", key);
             return -1;
         }
-        out->timeout_ms = json_integer_value (timeout);
-        if (out->timeout_ms > TIMEOUT_CLAMP_MS)
-            out->timeout_ms = TIMEOUT_CLAMP_MS;
+        if (shell_names && !s_shell_name (key)) {
+            snprintf (msg, msgsz, "env key \"%.64s\" is not a shell variable name", key);
+            return -1;
+        }
+        if (!json_is_string (value) || !s_string_clean (value)) {
+            snprintf (msg, msgsz, "env value of \"%.64s\" must be a string without NUL", key);
+            return -1;
+        }
+        total += strlen (key) + json_string_length (value) + 2;
+        if (total > ENV_MAX_BYTES) {
+            snprintf (msg, msgsz, "\"env\" exceeds %d bytes", ENV_MAX_BYTES);
+            return -1;
+        }
     }
+    return 0;
+}
 
-    out->max_output = OUTPUT_DEFAULT;
-    json_t *max_output = json_object_get (hdr, "max_output");
-    if (max_output) {
-        if (!json_is_integer (max_output) || json_integer_value (max_output) < 0) {
-            snprintf (msg, msgsz, "\"max_output\" must be an integer >= 0");
-            return -1;
-        }
-        json_int_t v = json_integer_value (max_output);
-        out->max_output = v > OUTPUT_CLAMP ? OUTPUT_CLAMP : (size_t)v;
+static int
+s_parse_env (json_t *hdr, bool shell_names, json_t **out, char *msg, size_t msgsz)
+{
+    return s_parse_env_key (hdr, "env", shell_names, out, msg, msgsz);
+}
+
+/* Optional integer field >= 0: def when absent, clamped to clamp. */
+static int
+s_parse_count (json_t *hdr, const char *name, int64_t def, int64_t clamp, int64_t *out, char *msg,
+               size_t msgsz)
+{
+    *out = def;
+    json_t *v = json_object_get (hdr, name);
+    if (!v)
+        return 0;
+    if (!json_is_integer (v) || json_integer_value (v) < 0) {
+        snprintf (msg, msgsz, "\"%s\" must be an integer >= 0", name);
+        return -1;
     }
+    *out = json_integer_value (v) > clamp ? clamp : json_integer_value (v);
+    return 0;
+}
+
+/* "signal": one of s_signals; def when absent (NULL: required). */
+static int
+s_parse_signal (json_t *hdr, const char *def, int *signo, const char **name, char *msg,
+                size_t msgsz)
+{
+    json_t *jsig = json_object_get (hdr, "signal");
+    const char *want = jsig ? json_string_value (jsig) : def;
+    for (size_t i = 0; want && i < sizeof s_signals / sizeof s_signals[0]; i++)
+        if (strcmp (want, s_signals[i].name) == 0) {
+            *signo = s_signals[i].signo;
+            *name = s_signals[i].name;
+            return 0;
+        }
+    snprintf (msg, msgsz, "\"signal\" must be one of TERM, KILL, INT, HUP, QUIT, USR1, USR2");
+    return -1;
+}
+
+/* Validate an exec header into *out. 0, or -1 with a message in msg. */
+static int
+s_parse_exec (json_t *hdr, exec_req_t *out, char *msg, size_t msgsz)
+{
+    static const char *const allowed[]
+        = { "op", "command", "cwd", "env", "timeout_ms", "max_output", NULL };
+    int64_t max_output;
+    if (s_check_fields (hdr, allowed, msg, msgsz) < 0
+        || s_parse_command (hdr, &out->command, msg, msgsz) < 0
+        || s_parse_cwd (hdr, &out->cwd, msg, msgsz) < 0
+        || s_parse_env (hdr, false, &out->env, msg, msgsz) < 0
+        || s_parse_count (hdr, "timeout_ms", 0, TIMEOUT_CLAMP_MS, &out->timeout_ms, msg, msgsz) < 0
+        || s_parse_count (hdr, "max_output", OUTPUT_DEFAULT, OUTPUT_CLAMP, &max_output, msg, msgsz)
+               < 0)
+        return -1;
+    out->max_output = (size_t)max_output;
     return 0;
 }
 
@@ -470,6 +661,8 @@ s_build_env (json_t *env, char **block)
 }
 
 /* ----------------------------------------------------------------- execs */
+
+static int s_decode_status (int wstatus, const char **signame, char numbuf[16]);
 
 /* Release an exec slot and everything it holds. */
 static void
@@ -735,20 +928,9 @@ s_exec_maybe_finish (agent_t *self, exec_t *e, int64_t now_us)
     bool drained = e->out_fd < 0 && e->err_fd < 0;
     if (!drained && now_us < e->exit_us + (int64_t)GRACE_MS * 1000)
         return;
-    int code = -1;
-    const char *signame = NULL;
+    const char *signame;
     char numbuf[16];
-    if (WIFEXITED (e->wstatus))
-        code = WEXITSTATUS (e->wstatus);
-    else if (WIFSIGNALED (e->wstatus)) {
-        int sig = WTERMSIG (e->wstatus);
-        code = 128 + sig;
-        signame = s_signal_name (sig);
-        if (!signame) {
-            snprintf (numbuf, sizeof numbuf, "%d", sig);
-            signame = numbuf;
-        }
-    }
+    int code = s_decode_status (e->wstatus, &signame, numbuf);
     json_int_t duration = (json_int_t)((e->exit_us - e->fork_us) / 1000);
     s_send (self, e->tag, e->tag_len,
             json_pack ("{s:s, s:i, s:s?, s:b, s:b, s:I}", "ev", "exit", "exit_code", code, "signal",
@@ -759,6 +941,1534 @@ s_exec_maybe_finish (agent_t *self, exec_t *e, int64_t now_us)
            e->timed_out ? ", timed out" : "", e->truncated ? ", truncated" : "",
            (long long)duration, drained ? "" : ", pipes still held open");
     s_exec_free (self, e);
+}
+
+/* Decode a wait status into an exit code (128+signal for a signal) and the
+   signal's name (NULL if it exited); numbuf holds an unnamed signal. */
+static int
+s_decode_status (int wstatus, const char **signame, char numbuf[16])
+{
+    *signame = NULL;
+    if (WIFEXITED (wstatus))
+        return WEXITSTATUS (wstatus);
+    if (!WIFSIGNALED (wstatus))
+        return -1;
+    int sig = WTERMSIG (wstatus);
+    *signame = s_signal_name (sig);
+    if (!*signame) {
+        snprintf (numbuf, 16, "%d", sig);
+        *signame = numbuf;
+    }
+    return 128 + sig;
+}
+
+/* Send stdout/stderr events for data, in chunks of at most CHUNK_MAX. */
+static void
+s_send_output (agent_t *self, const unsigned char *tag, size_t tag_len, bool is_stdout,
+               const unsigned char *data, size_t len)
+{
+    for (size_t off = 0; off < len; off += CHUNK_MAX) {
+        size_t n = len - off < CHUNK_MAX ? len - off : CHUNK_MAX;
+        s_send (self, tag, tag_len, json_pack ("{s:s}", "ev", is_stdout ? "stdout" : "stderr"),
+                data + off, n, true);
+    }
+}
+
+/* A JSON string of bytes that may not be valid UTF-8: as is when valid,
+   otherwise with every byte >= 0x80 replaced by '?'. NULL on allocation
+   failure. */
+static json_t *
+s_json_bytes (const char *p, size_t n)
+{
+    json_t *s = json_stringn (p, n);
+    if (s)
+        return s;
+    char *copy = malloc (n + 1);
+    if (!copy)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (unsigned char)p[i] >= 0x80 || p[i] == '\0' ? '?' : p[i];
+    s = json_stringn (copy, n);
+    free (copy);
+    return s;
+}
+
+/* Bytes the JSON encoding of p[0..n) takes, quotes included. */
+static size_t
+s_json_len (const char *p, size_t n)
+{
+    size_t len = 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r' || c == '\b' || c == '\f')
+            len += 2;
+        else
+            len += c < 0x20 ? 6 : 1;
+    }
+    return len;
+}
+
+/* Length of the longest prefix of s[0..n) that is at most max bytes and
+   does not end inside a UTF-8 sequence. */
+static size_t
+s_utf8_cut (const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut--;
+    return cut;
+}
+
+/* 32 hex characters of fresh randomness into buf (33 bytes). */
+static void
+s_random_token (char buf[33])
+{
+    static uint64_t counter;
+    unsigned char raw[16];
+    if (getrandom (raw, sizeof raw, GRND_NONBLOCK) != (ssize_t)sizeof raw) {
+        /* Entropy not ready (very early boot): unique is what matters. */
+        uint64_t a = (uint64_t)s_mono_us () ^ ((uint64_t)getpid () << 40);
+        uint64_t b = ++counter ^ (uint64_t)time (NULL) << 20;
+        memcpy (raw, &a, 8);
+        memcpy (raw + 8, &b, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf (buf + 2 * i, 3, "%02x", raw[i]);
+}
+
+/* Append s to buf as a single-quoted shell word. buf must have room for
+   4 * strlen (s) + 3 bytes; returns the new end. */
+static char *
+s_shell_quote (char *out, const char *s)
+{
+    *out++ = '\'';
+    for (; *s; s++) {
+        if (*s == '\'') {
+            memcpy (out, "'\\''", 4);
+            out += 4;
+        }
+        else
+            *out++ = *s;
+    }
+    *out++ = '\'';
+    *out = '\0';
+    return out;
+}
+
+/* Fork /bin/bash with argv and the base environment plus env, in cwd, with
+   stdio on in_fd/out_fd/err_fd, and wait (at most SPAWN_WAIT_MS) until it
+   has exec'd. The caller still owns and closes all three fds. Returns the
+   pid, or -1 with *code ("bad_cwd" or "exec_failed") and a message. */
+static pid_t
+s_spawn (agent_t *self, char **argv, json_t *env, const char *cwd, int in_fd, int out_fd,
+         int err_fd, const char **code, char *msg, size_t msgsz)
+{
+    *code = "exec_failed";
+    char *block = NULL;
+    char **envp = s_build_env (env, &block);
+    if (!envp) {
+        snprintf (msg, msgsz, "out of memory");
+        return -1;
+    }
+    int st[2];
+    if (pipe2 (st, O_CLOEXEC) < 0) {
+        snprintf (msg, msgsz, "pipe: %s", strerror (errno));
+        free (envp);
+        free (block);
+        return -1;
+    }
+    child_spec_t spec = { .in_fd = in_fd,
+                          .out_fd = out_fd,
+                          .err_fd = err_fd,
+                          .status_fd = st[1],
+                          .cwd = cwd,
+                          .argv = argv,
+                          .envp = envp,
+                          .nofile = self->nofile_raised ? &self->nofile_orig : NULL,
+                          .max_fd = self->max_fd };
+    pid_t pid = fork ();
+    if (pid == 0)
+        s_child (&spec);
+    int saved = errno;
+    free (envp);
+    free (block);
+    close (st[1]);
+    if (pid < 0) {
+        close (st[0]);
+        snprintf (msg, msgsz, "fork: %s", strerror (saved));
+        return -1;
+    }
+    /* Blocking, but bounded: the child only has setsid, dup2, chdir and
+       execve to do, and this keeps callers free of a "starting" state. */
+    child_failure_t f;
+    size_t got = 0;
+    bool eof = false;
+    int64_t end = s_mono_us () + (int64_t)SPAWN_WAIT_MS * 1000;
+    while (!eof && got < sizeof f) {
+        int64_t left = (end - s_mono_us ()) / 1000;
+        struct pollfd p = { .fd = st[0], .events = POLLIN };
+        int r = left > 0 ? poll (&p, 1, (int)left) : 0;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        ssize_t n = read (st[0], (char *)&f + got, sizeof f - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            eof = true;
+        else
+            got += (size_t)n;
+    }
+    close (st[0]);
+    if (eof && got == 0)
+        return pid;
+    if (got == sizeof f && f.stage == STAGE_CHDIR) {
+        *code = "bad_cwd";
+        snprintf (msg, msgsz, "cwd %s: %s", cwd, strerror (f.err));
+    }
+    else if (got == sizeof f)
+        snprintf (msg, msgsz, "%s: %s", f.stage == STAGE_EXEC ? "exec /bin/bash" : "child setup",
+                  strerror (f.err));
+    else {
+        kill (pid, SIGKILL); /* not reaped yet: the pid is still ours */
+        snprintf (msg, msgsz, "child did not start within %d ms", SPAWN_WAIT_MS);
+    }
+    return -1;
+}
+
+/* -------------------------------------------------------------- sessions */
+
+static void s_session_next (agent_t *self, session_t *s);
+
+/* True if id is 1..SESSION_ID_MAX characters of [A-Za-z0-9_.-]. */
+static bool
+s_session_id_ok (const char *id, size_t len)
+{
+    if (len == 0 || len > SESSION_ID_MAX || strlen (id) != len)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+              || *p == '_' || *p == '.' || *p == '-'))
+            return false;
+    return true;
+}
+
+/* The open session called id, or NULL. */
+static session_t *
+s_session_find (agent_t *self, const char *id)
+{
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        if (self->sessions[i].used && strcmp (self->sessions[i].id, id) == 0)
+            return &self->sessions[i];
+    return NULL;
+}
+
+static void
+s_item_free (agent_t *self, sess_item_t *item, bool queued)
+{
+    if (!item)
+        return;
+    if (queued)
+        self->queue_bytes -= item->bytes;
+    free (item->command);
+    free (item->exports);
+    free (item->assigns);
+    free (item->in_buf);
+    free (item);
+}
+
+/* Kill the shell's whole process group. Only while the shell is not
+   reaped, so the group id cannot have been reused. */
+static void
+s_session_kill (session_t *s)
+{
+    if (s->pid > 0 && !s->reaped) {
+        kill (-s->pid, SIGKILL);
+        kill (s->pid, SIGKILL);
+    }
+}
+
+/* Close the shell's pipes and forget it (it is killed or reaped). */
+static void
+s_session_drop_shell (session_t *s)
+{
+    s_close (&s->in_fd);
+    s_close (&s->out_fd);
+    s_close (&s->err_fd);
+    free (s->line);
+    s->line = NULL;
+    s->line_len = s->line_off = 0;
+    s->pid = 0;
+    s->reaped = false;
+}
+
+/* Start the session's shell in its initial cwd and env. 0, or -1 with
+ *code and msg. */
+static int
+s_session_spawn (agent_t *self, session_t *s, const char **code, char *msg, size_t msgsz)
+{
+    int in_p[2] = { -1, -1 }, out_p[2] = { -1, -1 }, err_p[2] = { -1, -1 };
+    *code = "exec_failed";
+    if (s_pipe (in_p, false) < 0 || s_pipe (out_p, true) < 0 || s_pipe (err_p, true) < 0) {
+        snprintf (msg, msgsz, "pipe: %s", strerror (errno));
+        s_close (&in_p[0]);
+        s_close (&in_p[1]);
+        s_close (&out_p[0]);
+        s_close (&out_p[1]);
+        return -1;
+    }
+    char *argv[] = { "bash", "--norc", "--noprofile", NULL };
+    pid_t pid = s_spawn (self, argv, s->env, s->cwd, in_p[0], out_p[1], err_p[1], code, msg, msgsz);
+    s_close (&in_p[0]);
+    s_close (&out_p[1]);
+    s_close (&err_p[1]);
+    if (pid < 0) {
+        s_close (&in_p[1]);
+        s_close (&out_p[0]);
+        s_close (&err_p[0]);
+        return -1;
+    }
+    s->pid = pid;
+    s->reaped = false;
+    s->in_fd = in_p[1];
+    s->out_fd = out_p[0];
+    s->err_fd = err_p[0];
+    s_log ("DEBUG", "session %s: shell pid %d started", s->id, (int)pid);
+    return 0;
+}
+
+/* Remove the files of the running command. */
+static void
+s_session_unlink (session_t *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (s->files[i][0]) {
+            unlink (s->files[i]);
+            s->files[i][0] = '\0';
+        }
+}
+
+/* Forget the running item (its final event has been sent) and its files. */
+static void
+s_session_end_cur (agent_t *self, session_t *s)
+{
+    s_session_unlink (s);
+    s_item_free (self, s->cur, false);
+    s->cur = NULL;
+    free (s->cap);
+    s->cap = NULL;
+    s->cap_len = 0;
+    s->cap_over = false;
+    s->deadline_us = s->marker_us = 0;
+}
+
+/* Send the exit event of the running command. */
+static void
+s_session_send_exit (agent_t *self, session_t *s, int code, const char *signame, bool reset)
+{
+    sess_item_t *it = s->cur;
+    json_int_t duration = (json_int_t)((s_mono_us () - s->start_us) / 1000);
+    s_send (self, it->tag, it->tag_len,
+            json_pack ("{s:s, s:i, s:s?, s:b, s:b, s:I, s:b}", "ev", "exit", "exit_code", code,
+                       "signal", signame, "timed_out", s->timed_out, "truncated", s->truncated,
+                       "duration_ms", duration, "session_reset", reset),
+            NULL, 0, false);
+    s_log ("DEBUG", "session %s: command exited: code %d%s%s", s->id, code,
+           s->timed_out ? ", timed out" : "", reset ? ", session reset" : "");
+}
+
+/* Output of the running item, markers already removed: forwarded within
+   max_output for a command, kept (stdout only) for a state query. */
+static void
+s_session_emit (agent_t *self, session_t *s, int stream, const unsigned char *data, size_t n)
+{
+    sess_item_t *it = s->cur;
+    if (n == 0 || !it)
+        return;
+    if (it->is_state) {
+        if (stream != 0)
+            return;
+        if (s->cap_len + n > STATE_MAX) {
+            s->cap_over = true;
+            return;
+        }
+        unsigned char *grown = realloc (s->cap, s->cap_len + n);
+        if (!grown) {
+            s->cap_over = true;
+            return;
+        }
+        s->cap = grown;
+        memcpy (s->cap + s->cap_len, data, n);
+        s->cap_len += n;
+        return;
+    }
+    size_t fwd = 0;
+    if (s->sent[stream] < it->max_output)
+        fwd = it->max_output - s->sent[stream] < n ? it->max_output - s->sent[stream] : n;
+    if (fwd < n)
+        s->truncated = true;
+    s->sent[stream] += fwd;
+    s_send_output (self, it->tag, it->tag_len, stream == 0, data, fwd);
+}
+
+/* Parse the state query's output ("<cwd>\0K=V\0...") into a state event.
+   Entries that would take the event past STATE_BUDGET are left out and
+   reported as truncated. */
+static void
+s_session_send_state (agent_t *self, session_t *s)
+{
+    sess_item_t *it = s->cur;
+    const char *p = (const char *)s->cap;
+    size_t n = s->cap_len;
+    const char *nul = p ? memchr (p, '\0', n) : NULL;
+    if (!nul || s->cap_over) {
+        s_send_error (self, it->tag, it->tag_len, "exec_failed",
+                      s->cap_over ? "session state exceeds %d bytes"
+                                  : "session state unreadable (%d)",
+                      STATE_MAX);
+        return;
+    }
+    size_t cwd_len = s_utf8_cut (p, (size_t)(nul - p), CWD_MAX);
+    json_t *env = json_object ();
+    json_t *cwd = s_json_bytes (p, cwd_len);
+    bool truncated = cwd_len < (size_t)(nul - p);
+    size_t used = 64 + s_json_len (p, cwd_len);
+    for (const char *e = nul + 1; env && e < p + n;) {
+        const char *end = memchr (e, '\0', (size_t)(p + n - e));
+        size_t len = end ? (size_t)(end - e) : (size_t)(p + n - e);
+        const char *eq = memchr (e, '=', len);
+        if (eq && eq > e) {
+            size_t klen = (size_t)(eq - e), vlen = len - klen - 1;
+            size_t cost = s_json_len (e, klen) + s_json_len (eq + 1, vlen) + 2;
+            char *key = used + cost <= STATE_BUDGET ? strndup (e, klen) : NULL;
+            json_t *val = key ? s_json_bytes (eq + 1, vlen) : NULL;
+            /* json_object_set_new takes val even when it fails. */
+            if (val && json_object_set_new (env, key, val) == 0)
+                used += cost;
+            else
+                truncated = true;
+            free (key);
+        }
+        e += len + 1;
+    }
+    s_send (self, it->tag, it->tag_len,
+            json_pack ("{s:s, s:o*, s:o*, s:b}", "ev", "state", "cwd", cwd, "env", env, "truncated",
+                       truncated),
+            NULL, 0, false);
+}
+
+/* The running item finished normally (end markers seen). */
+static void
+s_session_finish (agent_t *self, session_t *s)
+{
+    int rc = s->scan[0].phase == SCAN_DONE ? s->scan[0].rc : s->scan[1].rc;
+    if (s->cur->is_state)
+        s_session_send_state (self, s);
+    else
+        s_session_send_exit (self, s, rc, NULL, false);
+    s_session_end_cur (self, s);
+    s_session_next (self, s);
+}
+
+/* Feed one read of a stream (held bytes first) to its marker scanner. */
+static void
+s_session_scan (agent_t *self, session_t *s, int stream, const unsigned char *p, size_t len)
+{
+    scan_t *sc = &s->scan[stream];
+    if (sc->phase == SCAN_SEARCH) {
+        const unsigned char *hit = memmem (p, len, s->mark, s->mark_len);
+        if (!hit) {
+            /* Hold back a tail that could be the start of a marker split
+               across reads; everything before it is output. */
+            size_t k = len < s->mark_len - 1 ? len : s->mark_len - 1;
+            while (k > 0 && memcmp (p + len - k, s->mark, k) != 0)
+                k--;
+            s_session_emit (self, s, stream, p, len - k);
+            memcpy (sc->hold, p + len - k, k);
+            sc->hold_len = k;
+            return;
+        }
+        s_session_emit (self, s, stream, p, (size_t)(hit - p));
+        sc->hold_len = 0;
+        len -= (size_t)(hit - p) + s->mark_len;
+        p = hit + s->mark_len;
+        sc->phase = SCAN_TAIL;
+        sc->tail_len = 0;
+    }
+    while (sc->phase == SCAN_TAIL && len > 0) {
+        char c = (char)*p++;
+        len--;
+        if (c != '\n' && sc->tail_len < MARK_TAIL_MAX - 1) {
+            sc->tail[sc->tail_len++] = c;
+            continue;
+        }
+        sc->tail[sc->tail_len] = '\0';
+        int rc = 0;
+        for (char *d = sc->tail; *d >= '0' && *d <= '9' && rc < 1000; d++)
+            rc = rc * 10 + (*d - '0');
+        sc->rc = rc > 255 ? 255 : rc;
+        sc->phase = SCAN_DONE;
+        if (!s->marker_us)
+            s->marker_us = s_mono_us ();
+    }
+    /* After the marker: output of background jobs, owned by no command. */
+}
+
+/* A shell output pipe is readable. */
+static void
+s_session_on_output (agent_t *self, session_t *s, int stream)
+{
+    int *fd = stream == 0 ? &s->out_fd : &s->err_fd;
+    scan_t *sc = &s->scan[stream];
+    size_t pre = s->cur && sc->phase == SCAN_SEARCH ? sc->hold_len : 0;
+    memcpy (self->scan_buf, sc->hold, pre);
+    ssize_t n = read (*fd, self->scan_buf + pre, CHUNK_MAX);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        s_close (fd);
+        return;
+    }
+    if (s->cur)
+        s_session_scan (self, s, stream, self->scan_buf, pre + (size_t)n);
+}
+
+/* The shell's stdin is writable: write what is left of the command line.
+   A shell that stopped reading its stdin can never run another command,
+   so it is killed (and restarted when reaped). */
+static void
+s_session_on_stdin (session_t *s)
+{
+    if (!s->line || s->in_fd < 0)
+        return;
+    ssize_t n = write (s->in_fd, s->line + s->line_off, s->line_len - s->line_off);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n < 0) {
+        s_log ("WARN", "session %s: writing to the shell: %s; killing it", s->id, strerror (errno));
+        s_close (&s->in_fd);
+        s_session_kill (s);
+    }
+    else
+        s->line_off += (size_t)n;
+    if (n < 0 || s->line_off >= s->line_len) {
+        free (s->line);
+        s->line = NULL;
+        s->line_len = s->line_off = 0;
+    }
+}
+
+/* Make sure the session directory exists, is ours and private. */
+static int
+s_session_dir (agent_t *self, char *msg, size_t msgsz)
+{
+    struct stat st;
+    if (mkdir (self->session_dir, 0700) < 0 && errno != EEXIST) {
+        snprintf (msg, msgsz, "mkdir %s: %s", self->session_dir, strerror (errno));
+        return -1;
+    }
+    if (lstat (self->session_dir, &st) < 0 || !S_ISDIR (st.st_mode) || st.st_uid != geteuid ()
+        || (st.st_mode & 077)) {
+        snprintf (msg, msgsz, "%s is not a private directory of uid %d", self->session_dir,
+                  (int)geteuid ());
+        return -1;
+    }
+    return 0;
+}
+
+/* Create path (mode 0600, must not exist) holding data. 0 or -1/errno. */
+static int
+s_write_new_file (const char *path, const void *data, size_t len)
+{
+    int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write (fd, (const char *)data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int saved = errno;
+            close (fd);
+            unlink (path);
+            errno = saved;
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    if (close (fd) < 0) {
+        int saved = errno;
+        unlink (path);
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+/* Build the line that makes the shell run s->cur: the command (or state
+   query) followed by an end marker with its status on stdout and stderr.
+   Writes the command's files first. 0, or -1 with a message. */
+static int
+s_session_prepare (agent_t *self, session_t *s, char *msg, size_t msgsz)
+{
+    sess_item_t *it = s->cur;
+    char token[33];
+    s_random_token (token);
+    s->mark_len = (size_t)snprintf (s->mark, sizeof s->mark, "\036SBXEND %s ", token);
+
+    char q[3][4 * (SESSION_DIR_MAX + 40) + 3]; /* quoted file names */
+    if (!it->is_state) {
+        if (s_session_dir (self, msg, msgsz) < 0)
+            return -1;
+        static const char prefix[3] = { 'c', 'i', 'e' };
+        const void *data[3] = { it->command, it->in_buf, it->exports };
+        size_t len[3]
+            = { strlen (it->command), it->in_len, it->exports ? strlen (it->exports) : 0 };
+        for (int i = 0; i < 3; i++) {
+            if (i > 0 && !data[i])
+                continue;
+            snprintf (s->files[i], sizeof s->files[i], "%s/%c-%s", self->session_dir, prefix[i],
+                      token);
+            if (s_write_new_file (s->files[i], data[i], len[i]) < 0) {
+                snprintf (msg, msgsz, "writing %s: %s", s->files[i], strerror (errno));
+                s->files[i][0] = '\0';
+                s_session_unlink (s);
+                return -1;
+            }
+            s_shell_quote (q[i], s->files[i]);
+        }
+    }
+    const char *trailer = "__sbx_rc=$?; builtin printf '\\036SBXEND %s %%d\\036\\n' \"$__sbx_rc\"; "
+                          "builtin printf '\\036SBXEND %s %%d\\036\\n' \"$__sbx_rc\" >&2\n";
+    size_t cap = 3 * sizeof q[0] + 512 + (it->assigns ? strlen (it->assigns) : 0);
+    char *line = malloc (cap);
+    if (!line) {
+        snprintf (msg, msgsz, "out of memory");
+        s_session_unlink (s);
+        return -1;
+    }
+    int n;
+    if (it->is_state)
+        n = snprintf (line, cap,
+                      "{ builtin printf '%%s\\0' \"$(builtin pwd)\"; command -p env -0; } "
+                      "</dev/null 2>/dev/null; ");
+    else
+        /* With cmd_env, a plain "." so that the assignments reach the
+           command's children too (bash exports a special builtin's
+           temporary assignments only without the "builtin" prefix). */
+        n = snprintf (line, cap, "%s%s%s%s%s %s < %s; ", it->exports ? "builtin . " : "",
+                      it->exports ? q[2] : "", it->exports ? "; " : "",
+                      it->assigns ? it->assigns : "", it->assigns ? "." : "builtin .", q[0],
+                      it->in_buf ? q[1] : "/dev/null");
+    n += snprintf (line + n, cap - (size_t)n, trailer, token, token);
+    s->line = line;
+    s->line_len = (size_t)n;
+    s->line_off = 0;
+    return 0;
+}
+
+/* Start the next queued item if the session is idle, restarting the shell
+   first if it is not running. Items that cannot start get an error. */
+static void
+s_session_next (agent_t *self, session_t *s)
+{
+    while (!s->cur && s->head) {
+        sess_item_t *it = s->head;
+        s->head = it->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->queued--;
+        self->queue_bytes -= it->bytes;
+        it->next = NULL;
+
+        char msg[CWD_MAX + 256];
+        const char *code = "exec_failed";
+        s->cur = it;
+        if ((s->pid == 0 && s_session_spawn (self, s, &code, msg, sizeof msg) < 0)
+            || s_session_prepare (self, s, msg, sizeof msg) < 0) {
+            s_send_error (self, it->tag, it->tag_len, code, "%s", msg);
+            s_session_end_cur (self, s);
+            continue;
+        }
+        memset (s->scan, 0, sizeof s->scan);
+        s->sent[0] = s->sent[1] = 0;
+        s->timed_out = s->truncated = false;
+        s->marker_us = 0;
+        s->start_us = s_mono_us ();
+        int64_t timeout_ms = it->is_state ? STATE_TIMEOUT_MS : it->timeout_ms;
+        s->deadline_us = timeout_ms > 0 ? s->start_us + timeout_ms * 1000 : 0;
+        if (!it->is_state)
+            s_send (self, it->tag, it->tag_len,
+                    json_pack ("{s:s, s:I}", "ev", "start", "pid", (json_int_t)s->pid), NULL, 0,
+                    false);
+        s_session_on_stdin (s);
+    }
+}
+
+/* The shell died (reaped) and its pipes are drained or the grace period
+   is over: end the running item with session_reset, then start a new
+   shell with the initial cwd and env. */
+static void
+s_session_reset (agent_t *self, session_t *s)
+{
+    if (s->cur) {
+        for (int i = 0; i < 2; i++)
+            if (s->scan[i].phase == SCAN_SEARCH)
+                s_session_emit (self, s, i, s->scan[i].hold, s->scan[i].hold_len);
+        char numbuf[16];
+        const char *signame;
+        int code = s_decode_status (s->wstatus, &signame, numbuf);
+        if (s->timed_out) {
+            code = 128 + SIGKILL;
+            signame = "KILL";
+        }
+        if (s->cur->is_state)
+            s_send_error (self, s->cur->tag, s->cur->tag_len, "exec_failed",
+                          "the session's shell exited (status %d) and was restarted", code);
+        else
+            s_session_send_exit (self, s, code, signame, true);
+        s_session_end_cur (self, s);
+    }
+    s_log ("INFO", "session %s: shell pid %d ended, restarting it", s->id, (int)s->pid);
+    s_session_drop_shell (s);
+    char msg[CWD_MAX + 256];
+    const char *code;
+    if (s_session_spawn (self, s, &code, msg, sizeof msg) < 0)
+        s_log ("WARN", "session %s: restarting the shell: %s", s->id, msg);
+    s_session_next (self, s);
+}
+
+/* Per-iteration checks: a finished command, a shell to reset, a timeout. */
+static void
+s_session_tick (agent_t *self, session_t *s, int64_t now_us)
+{
+    if (!s->used)
+        return;
+    if (s->cur) {
+        bool d0 = s->scan[0].phase == SCAN_DONE, d1 = s->scan[1].phase == SCAN_DONE;
+        /* Both markers, or one and the other stream is gone or late (the
+           command redirected the shell's stdout or stderr for good). */
+        if ((d0 && d1)
+            || ((d0 || d1)
+                && ((d0 ? s->err_fd : s->out_fd) < 0
+                    || now_us >= s->marker_us + (int64_t)MARKER_GRACE_MS * 1000))) {
+            s_session_finish (self, s);
+            return;
+        }
+        /* Usually the shell has just died and SIGCHLD is on its way; if not,
+           it can never report an end again. */
+        if (!s->reaped && s->out_fd < 0 && s->err_fd < 0)
+            s_session_kill (s);
+        if (!s->reaped && !s->timed_out && s->deadline_us && now_us >= s->deadline_us) {
+            s->timed_out = true;
+            s_session_kill (s);
+            s_log ("DEBUG", "session %s: command timed out, killed the shell's group", s->id);
+        }
+    }
+    if (s->pid > 0 && s->reaped
+        && ((s->out_fd < 0 && s->err_fd < 0) || now_us >= s->reap_us + (int64_t)GRACE_MS * 1000))
+        s_session_reset (self, s);
+}
+
+/* Earliest time s_session_tick has something to do, or -1. */
+static int64_t
+s_session_next_at (const session_t *s)
+{
+    int64_t at = -1;
+#define S_AT(t)                                                                                    \
+    do {                                                                                           \
+        if ((t) > 0 && (at < 0 || (t) < at))                                                       \
+            at = (t);                                                                              \
+    } while (0)
+    if (!s->used)
+        return -1;
+    if (s->cur && s->marker_us)
+        S_AT (s->marker_us + (int64_t)MARKER_GRACE_MS * 1000);
+    if (s->cur && !s->reaped && !s->timed_out && s->deadline_us)
+        S_AT (s->deadline_us);
+    if (s->pid > 0 && s->reaped)
+        S_AT (s->reap_us + (int64_t)GRACE_MS * 1000);
+#undef S_AT
+    return at;
+}
+
+/* Close a session: kill its group, end its running command (exit 137,
+   session_reset) and its queue (not_found), remove its files. */
+static void
+s_session_close (agent_t *self, session_t *s)
+{
+    s_session_kill (s);
+    if (s->cur) {
+        if (s->cur->is_state)
+            s_send_error (self, s->cur->tag, s->cur->tag_len, "not_found", "session %s was closed",
+                          s->id);
+        else
+            s_session_send_exit (self, s, 128 + SIGKILL, "KILL", true);
+        s_session_end_cur (self, s);
+    }
+    while (s->head) {
+        sess_item_t *it = s->head;
+        s->head = it->next;
+        s_send_error (self, it->tag, it->tag_len, "not_found", "session %s was closed", s->id);
+        s_item_free (self, it, true);
+    }
+    s_session_drop_shell (s);
+    free (s->cwd);
+    json_decref (s->env);
+    memset (s, 0, sizeof *s);
+    s->in_fd = s->out_fd = s->err_fd = -1;
+}
+
+/* The session ID of a request ("session"), validated. NULL after replying
+   with bad_request. */
+static const char *
+s_req_session (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr,
+               const char *const *allowed)
+{
+    char msg[256];
+    if (s_check_fields (hdr, allowed, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return NULL;
+    }
+    json_t *jid = json_object_get (hdr, "session");
+    if (!json_is_string (jid)
+        || !s_session_id_ok (json_string_value (jid), json_string_length (jid))) {
+        s_send_error (self, tag, tag_len, "bad_request",
+                      "\"session\" must be 1 to %d characters of [A-Za-z0-9_.-]", SESSION_ID_MAX);
+        return NULL;
+    }
+    return json_string_value (jid);
+}
+
+/* {"op":"session_open","session":ID,"cwd":...,"env":{...}} */
+static void
+s_op_session_open (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "session", "cwd", "env", NULL };
+    const char *id = s_req_session (self, tag, tag_len, hdr, allowed);
+    if (!id)
+        return;
+    char msg[CWD_MAX + 256];
+    const char *cwd;
+    json_t *env;
+    if (s_parse_cwd (hdr, &cwd, msg, sizeof msg) < 0
+        || s_parse_env (hdr, false, &env, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    if (s_session_find (self, id)) {
+        s_send_error (self, tag, tag_len, "exists", "session %s is already open", id);
+        return;
+    }
+    session_t *s = NULL;
+    for (int i = 0; i < MAX_SESSIONS && !s; i++)
+        if (!self->sessions[i].used)
+            s = &self->sessions[i];
+    if (!s) {
+        s_send_error (self, tag, tag_len, "busy", "%d sessions already open", MAX_SESSIONS);
+        return;
+    }
+    memset (s, 0, sizeof *s);
+    s->in_fd = s->out_fd = s->err_fd = -1;
+    snprintf (s->id, sizeof s->id, "%s", id);
+    s->cwd = strdup (cwd);
+    s->env = env ? json_deep_copy (env) : NULL;
+    const char *code = "exec_failed";
+    if (!s->cwd || (env && !s->env)) {
+        snprintf (msg, sizeof msg, "out of memory");
+        code = "exec_failed";
+    }
+    else if (s_session_spawn (self, s, &code, msg, sizeof msg) == 0) {
+        s->used = true;
+        s_log ("DEBUG", "session %s opened", id);
+        s_send (self, tag, tag_len, json_pack ("{s:s}", "ev", "ok"), NULL, 0, false);
+        return;
+    }
+    free (s->cwd);
+    json_decref (s->env);
+    memset (s, 0, sizeof *s);
+    s->in_fd = s->out_fd = s->err_fd = -1;
+    s_send_error (self, tag, tag_len, code, "%s", msg);
+}
+
+/* {"op":"session_close","session":ID} */
+static void
+s_op_session_close (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "session", NULL };
+    const char *id = s_req_session (self, tag, tag_len, hdr, allowed);
+    if (!id)
+        return;
+    session_t *s = s_session_find (self, id);
+    if (!s) {
+        s_send_error (self, tag, tag_len, "not_found", "no session %s", id);
+        return;
+    }
+    s_session_close (self, s);
+    s_log ("DEBUG", "session %s closed", id);
+    s_send (self, tag, tag_len, json_pack ("{s:s}", "ev", "ok"), NULL, 0, false);
+}
+
+/* Queue an item on a session (taking ownership) and run it when its turn
+   comes. Answers busy at the queue limits. */
+static void
+s_session_enqueue (agent_t *self, session_t *s, sess_item_t *it)
+{
+    if (s->queued >= SESSION_QUEUE_MAX) {
+        s_send_error (self, it->tag, it->tag_len, "busy",
+                      "%d requests already queued on session %s", SESSION_QUEUE_MAX, s->id);
+        s_item_free (self, it, false);
+        return;
+    }
+    if (self->queue_bytes + it->bytes > QUEUE_BYTES_MAX) {
+        s_send_error (self, it->tag, it->tag_len, "busy",
+                      "queued session commands would exceed %d bytes", QUEUE_BYTES_MAX);
+        s_item_free (self, it, false);
+        return;
+    }
+    self->queue_bytes += it->bytes;
+    if (s->tail)
+        s->tail->next = it;
+    else
+        s->head = it;
+    s->tail = it;
+    s->queued++;
+    s_session_next (self, s);
+}
+
+/* A new item for tag, or NULL after answering with an error. */
+static sess_item_t *
+s_item_new (agent_t *self, const unsigned char *tag, size_t tag_len)
+{
+    sess_item_t *it = calloc (1, sizeof *it);
+    if (!it) {
+        s_send_error (self, tag, tag_len, "exec_failed", "out of memory");
+        return NULL;
+    }
+    memcpy (it->tag, tag, tag_len);
+    it->tag_len = tag_len;
+    return it;
+}
+
+/* {"op":"session_exec","session":ID,"command":...,"env":{...},
+   "timeout_ms":N,"max_output":N} with optional stdin payload. */
+static void
+s_op_session_exec (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr,
+                   zmq_msg_t *payload)
+{
+    static const char *const allowed[] = { "op",    "session",    "command",    "env", "cmd_env",
+                                           "unset", "timeout_ms", "max_output", NULL };
+    const char *id = s_req_session (self, tag, tag_len, hdr, allowed);
+    if (!id)
+        return;
+    char msg[256];
+    const char *command;
+    json_t *env, *cmd_env;
+    json_t *unset = json_object_get (hdr, "unset");
+    if (unset && (!json_is_array (unset) || json_array_size (unset) > ENV_MAX_ENTRIES)) {
+        s_send_error (self, tag, tag_len, "bad_request", "\"unset\" must be an array of names");
+        return;
+    }
+    for (size_t k = 0; unset && k < json_array_size (unset); k++) {
+        const char *name = json_string_value (json_array_get (unset, k));
+        if (!name || !s_shell_name (name)) {
+            s_send_error (self, tag, tag_len, "bad_request",
+                          "\"unset\" must hold shell variable names");
+            return;
+        }
+    }
+    if (s_parse_env_key (hdr, "cmd_env", true, &cmd_env, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    int64_t timeout_ms, max_output;
+    if (s_parse_command (hdr, &command, msg, sizeof msg) < 0
+        || s_parse_env (hdr, true, &env, msg, sizeof msg) < 0
+        || s_parse_count (hdr, "timeout_ms", 0, TIMEOUT_CLAMP_MS, &timeout_ms, msg, sizeof msg) < 0
+        || s_parse_count (hdr, "max_output", OUTPUT_DEFAULT, OUTPUT_CLAMP, &max_output, msg,
+                          sizeof msg)
+               < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    session_t *s = s_session_find (self, id);
+    if (!s) {
+        s_send_error (self, tag, tag_len, "not_found", "no session %s", id);
+        return;
+    }
+    sess_item_t *it = s_item_new (self, tag, tag_len);
+    if (!it)
+        return;
+    it->timeout_ms = timeout_ms;
+    it->max_output = (size_t)max_output;
+    it->command = strdup (command);
+    bool oom = !it->command;
+    it->in_len = payload ? zmq_msg_size (payload) : 0;
+    if (payload) {
+        /* An empty payload is still a stdin file (empty, not /dev/null). */
+        it->in_buf = malloc (it->in_len ? it->in_len : 1);
+        if (it->in_buf)
+            memcpy (it->in_buf, zmq_msg_data (payload), it->in_len);
+        oom = oom || !it->in_buf;
+    }
+    size_t nunset = unset ? json_array_size (unset) : 0;
+    if ((env && json_object_size (env) > 0) || nunset > 0) {
+        size_t need = 1;
+        for (size_t k = 0; k < nunset; k++)
+            need += 10 + json_string_length (json_array_get (unset, k));
+        for (void *i = json_object_iter (env); env && i; i = json_object_iter_next (env, i))
+            need += 8 + strlen (json_object_iter_key (i))
+                    + 4 * json_string_length (json_object_iter_value (i)) + 4;
+        char *p = it->exports = malloc (need);
+        if (p)
+            *p = '\0';
+        for (size_t k = 0; p && k < nunset; k++)
+            p += sprintf (p, "unset -v %s\n", json_string_value (json_array_get (unset, k)));
+        for (void *i = json_object_iter (env); p && env && i; i = json_object_iter_next (env, i)) {
+            p += sprintf (p, "export %s=", json_object_iter_key (i));
+            p = s_shell_quote (p, json_string_value (json_object_iter_value (i)));
+            *p++ = '\n';
+            *p = '\0';
+        }
+        oom = oom || !it->exports;
+    }
+    if (cmd_env && json_object_size (cmd_env) > 0) {
+        size_t need = 1;
+        for (void *i = json_object_iter (cmd_env); i; i = json_object_iter_next (cmd_env, i))
+            need += strlen (json_object_iter_key (i))
+                    + 4 * json_string_length (json_object_iter_value (i)) + 5;
+        char *p = it->assigns = malloc (need);
+        for (void *i = json_object_iter (cmd_env); p && i; i = json_object_iter_next (cmd_env, i)) {
+            p += sprintf (p, "%s=", json_object_iter_key (i));
+            p = s_shell_quote (p, json_string_value (json_object_iter_value (i)));
+            *p++ = ' ';
+            *p = '\0';
+        }
+        oom = oom || !it->assigns;
+    }
+    if (oom) {
+        s_send_error (self, tag, tag_len, "exec_failed", "out of memory");
+        s_item_free (self, it, false);
+        return;
+    }
+    it->bytes = strlen (it->command) + it->in_len + (it->exports ? strlen (it->exports) : 0)
+                + (it->assigns ? strlen (it->assigns) : 0);
+    s_session_enqueue (self, s, it);
+}
+
+/* {"op":"session_state","session":ID}: queued like a command. */
+static void
+s_op_session_state (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "session", NULL };
+    const char *id = s_req_session (self, tag, tag_len, hdr, allowed);
+    if (!id)
+        return;
+    session_t *s = s_session_find (self, id);
+    if (!s) {
+        s_send_error (self, tag, tag_len, "not_found", "no session %s", id);
+        return;
+    }
+    sess_item_t *it = s_item_new (self, tag, tag_len);
+    if (it) {
+        it->is_state = true;
+        s_session_enqueue (self, s, it);
+    }
+}
+
+/* {"op":"session_list"} */
+static void
+s_op_session_list (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", NULL };
+    char msg[128];
+    if (s_check_fields (hdr, allowed, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    json_t *list = json_array ();
+    for (int i = 0; list && i < MAX_SESSIONS; i++) {
+        session_t *s = &self->sessions[i];
+        if (s->used)
+            json_array_append_new (list, json_pack ("{s:s, s:I, s:b}", "id", s->id, "pid",
+                                                    (json_int_t)s->pid, "busy", s->cur != NULL));
+    }
+    s_send (self, tag, tag_len, json_pack ("{s:s, s:o*}", "ev", "sessions", "sessions", list), NULL,
+            0, false);
+}
+
+/* ------------------------------------------------------------- processes */
+
+/* Append data to the ring, dropping the oldest bytes past r->max. The
+   buffer grows on demand, so quiet processes cost little. */
+static void
+s_ring_write (ring_t *r, const unsigned char *data, size_t n)
+{
+    if (n == 0)
+        return;
+    if (n > r->max) {
+        r->dropped = true;
+        data += n - r->max;
+        n = r->max;
+        r->len = 0;
+        r->start = 0;
+        if (n == 0)
+            return;
+    }
+    if (r->len + n > r->cap && r->cap < r->max) {
+        size_t want = r->cap * 2 > r->len + n ? r->cap * 2 : r->len + n;
+        if (want < 64 * 1024)
+            want = 64 * 1024;
+        if (want > r->max)
+            want = r->max;
+        unsigned char *grown = malloc (want);
+        if (grown) {
+            size_t first = r->cap - r->start < r->len ? r->cap - r->start : r->len;
+            if (r->len) {
+                memcpy (grown, r->buf + r->start, first);
+                memcpy (grown + first, r->buf, r->len - first);
+            }
+            free (r->buf);
+            r->buf = grown;
+            r->cap = want;
+            r->start = 0;
+        }
+    }
+    if (r->cap == 0) {
+        r->dropped = true;
+        return;
+    }
+    if (n > r->cap) { /* growth failed */
+        data += n - r->cap;
+        n = r->cap;
+        r->dropped = true;
+    }
+    if (r->len + n > r->cap) {
+        size_t drop = r->len + n - r->cap;
+        r->start = (r->start + drop) % r->cap;
+        r->len -= drop;
+        r->dropped = true;
+    }
+    size_t at = (r->start + r->len) % r->cap;
+    size_t first = r->cap - at < n ? r->cap - at : n;
+    memcpy (r->buf + at, data, first);
+    memcpy (r->buf, data + first, n - first);
+    r->len += n;
+}
+
+/* Send the ring's content as output events. */
+static void
+s_ring_send (agent_t *self, const ring_t *r, const unsigned char *tag, size_t tag_len,
+             bool is_stdout)
+{
+    if (r->len == 0)
+        return;
+    size_t first = r->cap - r->start < r->len ? r->cap - r->start : r->len;
+    s_send_output (self, tag, tag_len, is_stdout, r->buf + r->start, first);
+    s_send_output (self, tag, tag_len, is_stdout, r->buf, r->len - first);
+}
+
+/* The tracked process with id "p-N", or NULL. */
+static proc_t *
+s_proc_find (agent_t *self, const char *id)
+{
+    if (!id || strncmp (id, "p-", 2) != 0 || id[2] < '1' || id[2] > '9' || strlen (id) > 22)
+        return NULL;
+    char *end;
+    errno = 0;
+    unsigned long long num = strtoull (id + 2, &end, 10);
+    if (*end || errno)
+        return NULL;
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (self->procs[i].used && self->procs[i].num == num)
+            return &self->procs[i];
+    return NULL;
+}
+
+/* The process as a JSON object (command cut to PROC_COMMAND_SHOW bytes). */
+static json_t *
+s_proc_json (const proc_t *p)
+{
+    char id[32], numbuf[16];
+    snprintf (id, sizeof id, "p-%llu", (unsigned long long)p->num);
+    const char *signame = NULL;
+    json_t *code = json_null (), *ended = json_null ();
+    if (p->reaped) {
+        code = json_integer (s_decode_status (p->wstatus, &signame, numbuf));
+        ended = json_integer (p->ended_ms);
+    }
+    size_t cmd_len = strlen (p->command);
+    return json_pack (
+        "{s:s, s:I, s:o*, s:s, s:o*, s:s?, s:I, s:o*}", "id", id, "pid", (json_int_t)p->pid,
+        "command", s_json_bytes (p->command, s_utf8_cut (p->command, cmd_len, PROC_COMMAND_SHOW)),
+        "status", p->reaped ? "exited" : "running", "exit_code", code, "signal", signame,
+        "started_at", (json_int_t)p->started_ms, "ended_at", ended);
+}
+
+/* Send the exit event of a finished process to tag. */
+static void
+s_proc_send_exit (agent_t *self, const proc_t *p, const unsigned char *tag, size_t tag_len)
+{
+    char numbuf[16];
+    const char *signame;
+    int code = s_decode_status (p->wstatus, &signame, numbuf);
+    s_send (self, tag, tag_len,
+            json_pack ("{s:s, s:i, s:s?, s:b, s:b, s:I}", "ev", "exit", "exit_code", code, "signal",
+                       signame, "timed_out", false, "truncated",
+                       p->ring[0].dropped || p->ring[1].dropped, "duration_ms",
+                       (json_int_t)((p->exit_us - p->fork_us) / 1000)),
+            NULL, 0, false);
+}
+
+/* Forget a process: free its slot and logs. */
+static void
+s_proc_free (agent_t *self, proc_t *p)
+{
+    s_close (&p->out_fd);
+    s_close (&p->err_fd);
+    free (p->command);
+    free (p->ring[0].buf);
+    free (p->ring[1].buf);
+    self->log_reserved -= p->reserve;
+    memset (p, 0, sizeof *p);
+    p->out_fd = p->err_fd = -1;
+}
+
+/* Forget the oldest finished process. False if none is finished. */
+static bool
+s_proc_gc (agent_t *self)
+{
+    proc_t *oldest = NULL;
+    for (int i = 0; i < MAX_PROCS; i++) {
+        proc_t *p = &self->procs[i];
+        if (p->used && p->done && (!oldest || p->num < oldest->num))
+            oldest = p;
+    }
+    if (!oldest)
+        return false;
+    s_log ("DEBUG", "forgetting process p-%llu", (unsigned long long)oldest->num);
+    s_proc_free (self, oldest);
+    return true;
+}
+
+/* A process pipe is readable: keep the output and pass it to followers. */
+static void
+s_proc_on_output (agent_t *self, proc_t *p, int stream)
+{
+    int *fd = stream == 0 ? &p->out_fd : &p->err_fd;
+    ssize_t n = read (*fd, self->chunk, sizeof self->chunk);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        s_close (fd);
+        return;
+    }
+    s_ring_write (&p->ring[stream], self->chunk, (size_t)n);
+    for (int i = 0; i < p->nfollow; i++)
+        s_send (self, p->followers[i].tag, p->followers[i].tag_len,
+                json_pack ("{s:s}", "ev", stream == 0 ? "stdout" : "stderr"), self->chunk,
+                (size_t)n, true);
+}
+
+/* Once reaped and drained (or GRACE_MS after the exit), close the pipes
+   and send exit to the followers. */
+static void
+s_proc_tick (agent_t *self, proc_t *p, int64_t now_us)
+{
+    if (!p->used || !p->reaped || p->done)
+        return;
+    if ((p->out_fd >= 0 || p->err_fd >= 0) && now_us < p->exit_us + (int64_t)GRACE_MS * 1000)
+        return;
+    s_close (&p->out_fd);
+    s_close (&p->err_fd);
+    for (int i = 0; i < p->nfollow; i++)
+        s_proc_send_exit (self, p, p->followers[i].tag, p->followers[i].tag_len);
+    p->nfollow = 0;
+    p->done = true;
+}
+
+/* Reply with {"ev":ev,...process}. */
+static void
+s_proc_reply (agent_t *self, const unsigned char *tag, size_t tag_len, const proc_t *p,
+              const char *ev)
+{
+    json_t *obj = s_proc_json (p);
+    if (obj)
+        json_object_set_new (obj, "ev", json_string (ev));
+    s_send (self, tag, tag_len, obj, NULL, 0, false);
+}
+
+/* {"op":"proc_start","command":...,"cwd":...,"env":{...},"max_log":N} */
+static void
+s_op_proc_start (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "command", "cwd", "env", "max_log", NULL };
+    char msg[CWD_MAX + 256];
+    const char *command, *cwd;
+    json_t *env;
+    int64_t max_log;
+    if (s_check_fields (hdr, allowed, msg, sizeof msg) < 0
+        || s_parse_command (hdr, &command, msg, sizeof msg) < 0
+        || s_parse_cwd (hdr, &cwd, msg, sizeof msg) < 0
+        || s_parse_env (hdr, false, &env, msg, sizeof msg) < 0
+        || s_parse_count (hdr, "max_log", LOG_DEFAULT, LOG_CLAMP, &max_log, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    size_t reserve = 2 * (size_t)max_log;
+    proc_t *p = NULL;
+    for (;;) {
+        for (int i = 0; i < MAX_PROCS && !p; i++)
+            if (!self->procs[i].used)
+                p = &self->procs[i];
+        if (p && self->log_reserved + reserve <= LOG_RESERVE_MAX)
+            break;
+        p = NULL;
+        if (!s_proc_gc (self)) {
+            s_send_error (self, tag, tag_len, "busy",
+                          "%d processes or %zu MiB of logs tracked, none finished", MAX_PROCS,
+                          LOG_RESERVE_MAX >> 20);
+            return;
+        }
+    }
+    char *cmd_copy = strdup (command);
+    int out_p[2] = { -1, -1 }, err_p[2] = { -1, -1 };
+    int null_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (!cmd_copy || null_fd < 0 || s_pipe (out_p, true) < 0 || s_pipe (err_p, true) < 0) {
+        const char *why = cmd_copy ? strerror (errno) : "out of memory";
+        s_send_error (self, tag, tag_len, "exec_failed", "%s", why);
+        free (cmd_copy);
+        s_close (&null_fd);
+        s_close (&out_p[0]);
+        s_close (&out_p[1]);
+        return;
+    }
+    char *argv[] = { "bash", "-c", (char *)command, NULL };
+    const char *code;
+    int64_t fork_us = s_mono_us ();
+    pid_t pid = s_spawn (self, argv, env, cwd, null_fd, out_p[1], err_p[1], &code, msg, sizeof msg);
+    s_close (&null_fd);
+    s_close (&out_p[1]);
+    s_close (&err_p[1]);
+    if (pid < 0) {
+        free (cmd_copy);
+        s_close (&out_p[0]);
+        s_close (&err_p[0]);
+        s_send_error (self, tag, tag_len, code, "%s", msg);
+        return;
+    }
+    struct timespec now;
+    clock_gettime (CLOCK_REALTIME, &now);
+    memset (p, 0, sizeof *p);
+    p->used = true;
+    p->num = ++self->next_proc;
+    p->command = cmd_copy;
+    p->pid = pid;
+    p->out_fd = out_p[0];
+    p->err_fd = err_p[0];
+    p->ring[0].max = p->ring[1].max = (size_t)max_log;
+    p->started_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    p->fork_us = fork_us;
+    p->reserve = reserve;
+    self->log_reserved += reserve;
+    s_log ("DEBUG", "process p-%llu started, pid %d", (unsigned long long)p->num, (int)pid);
+    s_proc_reply (self, tag, tag_len, p, "proc");
+}
+
+/* The process named by "id" of a request with the given fields; NULL after
+   replying with an error. */
+static proc_t *
+s_req_proc (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr,
+            const char *const *allowed)
+{
+    char msg[256];
+    if (s_check_fields (hdr, allowed, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return NULL;
+    }
+    json_t *jid = json_object_get (hdr, "id");
+    if (!json_is_string (jid) || json_string_length (jid) > 64 || !s_string_clean (jid)) {
+        s_send_error (self, tag, tag_len, "bad_request", "\"id\" must be a process id (\"p-1\")");
+        return NULL;
+    }
+    proc_t *p = s_proc_find (self, json_string_value (jid));
+    if (!p)
+        s_send_error (self, tag, tag_len, "not_found", "no process %s", json_string_value (jid));
+    return p;
+}
+
+/* {"op":"proc_get","id":ID} */
+static void
+s_op_proc_get (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "id", NULL };
+    proc_t *p = s_req_proc (self, tag, tag_len, hdr, allowed);
+    if (p)
+        s_proc_reply (self, tag, tag_len, p, "proc");
+}
+
+/* {"op":"proc_list"}: one proc_entry event per process, oldest first, then
+   {"ev":"procs","count":N}. One event each because 256 processes with
+   their commands would not fit in one header. */
+static void
+s_op_proc_list (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", NULL };
+    char msg[128];
+    if (s_check_fields (hdr, allowed, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    json_int_t count = 0;
+    for (uint64_t last = 0;; count++) {
+        proc_t *next = NULL;
+        for (int i = 0; i < MAX_PROCS; i++) {
+            proc_t *p = &self->procs[i];
+            if (p->used && p->num > last && (!next || p->num < next->num))
+                next = p;
+        }
+        if (!next)
+            break;
+        s_proc_reply (self, tag, tag_len, next, "proc_entry");
+        last = next->num;
+    }
+    s_send (self, tag, tag_len, json_pack ("{s:s, s:I}", "ev", "procs", "count", count), NULL, 0,
+            false);
+}
+
+/* Signal a process's group (and the process, in case it has not reached
+   setsid yet). Only before it is reaped, so the ids are still its own. */
+static void
+s_proc_kill (proc_t *p, int signo)
+{
+    kill (-p->pid, signo);
+    kill (p->pid, signo);
+}
+
+/* {"op":"proc_signal","id":ID,"signal":"TERM"} (default TERM) */
+static void
+s_op_proc_signal (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "id", "signal", NULL };
+    char msg[256];
+    int signo;
+    const char *name;
+    if (s_parse_signal (hdr, "TERM", &signo, &name, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    proc_t *p = s_req_proc (self, tag, tag_len, hdr, allowed);
+    if (!p)
+        return;
+    if (p->reaped) {
+        s_send_error (self, tag, tag_len, "not_running", "process p-%llu has exited",
+                      (unsigned long long)p->num);
+        return;
+    }
+    s_proc_kill (p, signo);
+    s_send (self, tag, tag_len, json_pack ("{s:s}", "ev", "ok"), NULL, 0, false);
+}
+
+/* {"op":"proc_kill_all","signal":"KILL"} (default KILL) */
+static void
+s_op_proc_kill_all (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "signal", NULL };
+    char msg[256];
+    int signo;
+    const char *name;
+    if (s_check_fields (hdr, allowed, msg, sizeof msg) < 0
+        || s_parse_signal (hdr, "KILL", &signo, &name, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    json_int_t count = 0;
+    for (int i = 0; i < MAX_PROCS; i++) {
+        proc_t *p = &self->procs[i];
+        if (p->used && !p->reaped) {
+            s_proc_kill (p, signo);
+            count++;
+        }
+    }
+    s_send (self, tag, tag_len, json_pack ("{s:s, s:I}", "ev", "ok", "count", count), NULL, 0,
+            false);
+}
+
+/* {"op":"proc_logs","id":ID,"follow":bool} */
+static void
+s_op_proc_logs (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", "id", "follow", NULL };
+    json_t *jfollow = json_object_get (hdr, "follow");
+    if (jfollow && !json_is_boolean (jfollow)) {
+        s_send_error (self, tag, tag_len, "bad_request", "\"follow\" must be a boolean");
+        return;
+    }
+    proc_t *p = s_req_proc (self, tag, tag_len, hdr, allowed);
+    if (!p)
+        return;
+    bool follow = json_is_true (jfollow);
+    if (follow && !p->done && p->nfollow >= MAX_FOLLOWERS) {
+        s_send_error (self, tag, tag_len, "busy", "process already has %d followers",
+                      MAX_FOLLOWERS);
+        return;
+    }
+    s_ring_send (self, &p->ring[0], tag, tag_len, true);
+    s_ring_send (self, &p->ring[1], tag, tag_len, false);
+    /* Each reply stream ends with one event whose name alone says it is
+       the last: logs_end without follow, exit with it. */
+    if (!follow) {
+        s_send (self, tag, tag_len,
+                json_pack ("{s:s, s:b}", "ev", "logs_end", "truncated",
+                           p->ring[0].dropped || p->ring[1].dropped),
+                NULL, 0, false);
+        return;
+    }
+    if (p->done) {
+        s_proc_send_exit (self, p, tag, tag_len);
+        return;
+    }
+    follower_t *f = &p->followers[p->nfollow++];
+    memcpy (f->tag, tag, tag_len);
+    f->tag_len = tag_len;
+}
+
+/* Stop following for tag on every process (followed == NULL) or drop all
+   followers; returns how many were removed. */
+static int
+s_proc_unfollow (agent_t *self, const unsigned char *tag, size_t tag_len)
+{
+    int removed = 0;
+    for (int i = 0; i < MAX_PROCS; i++) {
+        proc_t *p = &self->procs[i];
+        for (int k = 0; k < p->nfollow;) {
+            follower_t *f = &p->followers[k];
+            if (!tag || (f->tag_len == tag_len && memcmp (f->tag, tag, tag_len) == 0)) {
+                *f = p->followers[--p->nfollow];
+                removed++;
+            }
+            else
+                k++;
+        }
+    }
+    return removed;
+}
+
+/* {"op":"proc_unfollow"}, sent with the tag of a proc_logs follow request. */
+static void
+s_op_proc_unfollow (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
+{
+    static const char *const allowed[] = { "op", NULL };
+    char msg[128];
+    if (s_check_fields (hdr, allowed, msg, sizeof msg) < 0) {
+        s_send_error (self, tag, tag_len, "bad_request", "%s", msg);
+        return;
+    }
+    int n = s_proc_unfollow (self, tag, tag_len);
+    s_send (self, tag, tag_len, json_pack ("{s:s, s:i}", "ev", "ok", "count", n), NULL, 0, false);
 }
 
 /* Reap every child that has exited: our execs, orphans reparented to us and
@@ -781,6 +2491,32 @@ s_reap (agent_t *self)
                 e->exit_us = s_mono_us ();
                 s_exec_close_stdin (e);
                 break;
+            }
+        }
+        for (int i = 0; i < MAX_SESSIONS; i++) {
+            session_t *s = &self->sessions[i];
+            if (s->used && s->pid == pid && !s->reaped) {
+                /* The rest of the group goes too (background jobs), now,
+                   while the group id cannot have been reused. */
+                kill (-pid, SIGKILL);
+                s->reaped = true;
+                s->wstatus = status;
+                s->reap_us = s_mono_us ();
+                s_close (&s->in_fd);
+                free (s->line);
+                s->line = NULL;
+                s->line_len = s->line_off = 0;
+            }
+        }
+        for (int i = 0; i < MAX_PROCS; i++) {
+            proc_t *p = &self->procs[i];
+            if (p->used && p->pid == pid && !p->reaped) {
+                struct timespec now;
+                clock_gettime (CLOCK_REALTIME, &now);
+                p->reaped = true;
+                p->wstatus = status;
+                p->exit_us = s_mono_us ();
+                p->ended_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
             }
         }
     }
@@ -821,7 +2557,8 @@ s_check_deadlines (agent_t *self, int64_t now_us)
     }
 }
 
-/* Milliseconds until the nearest exec or grace deadline; -1 if none. */
+/* Milliseconds until the nearest exec, session or process deadline or
+   grace period; -1 if none. */
 static long
 s_poll_timeout (agent_t *self, int64_t now_us)
 {
@@ -835,6 +2572,17 @@ s_poll_timeout (agent_t *self, int64_t now_us)
             at = e->deadline_ms * 1000;
         else if (e->reaped && e->started)
             at = e->exit_us + (int64_t)GRACE_MS * 1000;
+        if (at >= 0 && (next < 0 || at < next))
+            next = at;
+    }
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        int64_t at = s_session_next_at (&self->sessions[i]);
+        if (at >= 0 && (next < 0 || at < next))
+            next = at;
+    }
+    for (int i = 0; i < MAX_PROCS; i++) {
+        proc_t *p = &self->procs[i];
+        int64_t at = p->used && p->reaped && !p->done ? p->exit_us + (int64_t)GRACE_MS * 1000 : -1;
         if (at >= 0 && (next < 0 || at < next))
             next = at;
     }
@@ -884,6 +2632,15 @@ s_op_signal (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hd
             return;
         }
     }
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        session_t *s = &self->sessions[i];
+        if (s->used && s->cur && !s->cur->is_state && s->pid == pid && !s->reaped) {
+            kill (-pid, signo);
+            s_log ("DEBUG", "sent SIG%s to session %s", name, s->id);
+            s_send (self, tag, tag_len, json_pack ("{s:s}", "ev", "ok"), NULL, 0, false);
+            return;
+        }
+    }
     s_send_error (self, tag, tag_len, "not_found", "no running command with pid %d", (int)pid);
 }
 
@@ -926,6 +2683,8 @@ s_dispatch (agent_t *self, zmq_msg_t *parts, int kept, int nframes)
         s_send_error (self, tag, tag_len, "bad_request", "\"op\" must be a string");
     else if (strcmp (op, "exec") == 0)
         s_op_exec (self, tag, tag_len, hdr, payload);
+    else if (strcmp (op, "session_exec") == 0)
+        s_op_session_exec (self, tag, tag_len, hdr, payload);
     else if (payload)
         s_send_error (self, tag, tag_len, "bad_request", "op \"%.32s\" takes no payload", op);
     else if (strcmp (op, "ping") == 0) {
@@ -941,6 +2700,28 @@ s_dispatch (agent_t *self, zmq_msg_t *parts, int kept, int nframes)
     }
     else if (strcmp (op, "signal") == 0)
         s_op_signal (self, tag, tag_len, hdr);
+    else if (strcmp (op, "session_open") == 0)
+        s_op_session_open (self, tag, tag_len, hdr);
+    else if (strcmp (op, "session_close") == 0)
+        s_op_session_close (self, tag, tag_len, hdr);
+    else if (strcmp (op, "session_state") == 0)
+        s_op_session_state (self, tag, tag_len, hdr);
+    else if (strcmp (op, "session_list") == 0)
+        s_op_session_list (self, tag, tag_len, hdr);
+    else if (strcmp (op, "proc_start") == 0)
+        s_op_proc_start (self, tag, tag_len, hdr);
+    else if (strcmp (op, "proc_list") == 0)
+        s_op_proc_list (self, tag, tag_len, hdr);
+    else if (strcmp (op, "proc_get") == 0)
+        s_op_proc_get (self, tag, tag_len, hdr);
+    else if (strcmp (op, "proc_signal") == 0)
+        s_op_proc_signal (self, tag, tag_len, hdr);
+    else if (strcmp (op, "proc_kill_all") == 0)
+        s_op_proc_kill_all (self, tag, tag_len, hdr);
+    else if (strcmp (op, "proc_logs") == 0)
+        s_op_proc_logs (self, tag, tag_len, hdr);
+    else if (strcmp (op, "proc_unfollow") == 0)
+        s_op_proc_unfollow (self, tag, tag_len, hdr);
     else
         s_send_error (self, tag, tag_len, "bad_request", "unknown op \"%.32s\"", op);
     json_decref (hdr);
@@ -1007,7 +2788,10 @@ s_on_monitor (agent_t *self)
             zmq_msg_close (&frame);
         }
         if (connected) {
-            s_log ("INFO", "connected to broker");
+            /* Tags belong to the broker that sent them: a new connection
+               is a new broker, which will never read the old follows. */
+            int dropped = s_proc_unfollow (self, NULL, 0);
+            s_log ("INFO", "connected to broker%s", dropped ? "; dropped old log followers" : "");
             s_send_hello (self);
         }
     }
@@ -1045,6 +2829,36 @@ s_build_poll (agent_t *self)
             n++;
         }
     }
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        session_t *s = &self->sessions[i];
+        struct {
+            int fd;
+            ref_kind_t kind;
+            short events;
+        } want[3] = { { s->out_fd, REF_SESS_OUT, ZMQ_POLLIN },
+                      { s->err_fd, REF_SESS_ERR, ZMQ_POLLIN },
+                      { s->line ? s->in_fd : -1, REF_SESS_IN, ZMQ_POLLOUT } };
+        for (int k = 0; k < 3 && s->used; k++) {
+            if (want[k].fd < 0)
+                continue;
+            self->items[n] = (zmq_pollitem_t){ .fd = want[k].fd, .events = want[k].events };
+            self->refs[n].slot = i;
+            self->refs[n].kind = want[k].kind;
+            n++;
+        }
+    }
+    for (int i = 0; i < MAX_PROCS; i++) {
+        proc_t *p = &self->procs[i];
+        int fds[2] = { p->out_fd, p->err_fd };
+        for (int k = 0; k < 2 && p->used; k++) {
+            if (fds[k] < 0)
+                continue;
+            self->items[n] = (zmq_pollitem_t){ .fd = fds[k], .events = ZMQ_POLLIN };
+            self->refs[n].slot = i;
+            self->refs[n].kind = k == 0 ? REF_PROC_OUT : REF_PROC_ERR;
+            n++;
+        }
+    }
     return n;
 }
 
@@ -1066,8 +2880,31 @@ s_run (agent_t *self)
         for (int k = self->monitor ? 3 : 2; k < n; k++) {
             if (!self->items[k].revents)
                 continue;
-            exec_t *e = &self->execs[self->refs[k].slot];
+            int fd = self->items[k].fd, slot = self->refs[k].slot;
+            exec_t *e = &self->execs[slot < MAX_EXECS ? slot : 0];
+            session_t *s = &self->sessions[slot < MAX_SESSIONS ? slot : 0];
+            proc_t *p = &self->procs[slot < MAX_PROCS ? slot : 0];
             switch (self->refs[k].kind) {
+            case REF_SESS_OUT:
+                if (s->used && s->out_fd == fd)
+                    s_session_on_output (self, s, 0);
+                break;
+            case REF_SESS_ERR:
+                if (s->used && s->err_fd == fd)
+                    s_session_on_output (self, s, 1);
+                break;
+            case REF_SESS_IN:
+                if (s->used && s->in_fd == fd)
+                    s_session_on_stdin (s);
+                break;
+            case REF_PROC_OUT:
+                if (p->used && p->out_fd == fd)
+                    s_proc_on_output (self, p, 0);
+                break;
+            case REF_PROC_ERR:
+                if (p->used && p->err_fd == fd)
+                    s_proc_on_output (self, p, 1);
+                break;
             case REF_STATUS:
                 if (e->used && e->status_fd == self->items[k].fd)
                     s_exec_on_status (self, e);
@@ -1094,6 +2931,10 @@ s_run (agent_t *self)
         s_check_deadlines (self, now);
         for (int i = 0; i < MAX_EXECS; i++)
             s_exec_maybe_finish (self, &self->execs[i], now);
+        for (int i = 0; i < MAX_SESSIONS; i++)
+            s_session_tick (self, &self->sessions[i], now);
+        for (int i = 0; i < MAX_PROCS; i++)
+            s_proc_tick (self, &self->procs[i], now);
     }
     return 0;
 }
@@ -1195,6 +3036,32 @@ s_shutdown (agent_t *self)
             s_exec_free (self, e);
         }
     }
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        session_t *s = &self->sessions[i];
+        if (s->used) {
+            s_session_kill (s);
+            s_session_unlink (s);
+            s_item_free (self, s->cur, false);
+            s->cur = NULL;
+            while (s->head) {
+                sess_item_t *it = s->head;
+                s->head = it->next;
+                s_item_free (self, it, true);
+            }
+            free (s->cap);
+            s_session_drop_shell (s);
+            free (s->cwd);
+            json_decref (s->env);
+        }
+    }
+    for (int i = 0; i < MAX_PROCS; i++) {
+        proc_t *p = &self->procs[i];
+        if (p->used) {
+            if (!p->reaped)
+                s_proc_kill (p, SIGKILL);
+            s_proc_free (self, p);
+        }
+    }
     if (self->monitor) {
         zmq_socket_monitor (self->sock, NULL, 0);
         zmq_close (self->monitor);
@@ -1247,6 +3114,20 @@ main (int argc, char *argv[])
     for (int i = 0; i < MAX_EXECS; i++)
         self->execs[i].status_fd = self->execs[i].out_fd = self->execs[i].err_fd
             = self->execs[i].in_fd = -1;
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        self->sessions[i].in_fd = self->sessions[i].out_fd = self->sessions[i].err_fd = -1;
+    for (int i = 0; i < MAX_PROCS; i++)
+        self->procs[i].out_fd = self->procs[i].err_fd = -1;
+    const char *session_dir = getenv ("SANDBOXD_AGENT_SESSION_DIR");
+    if (!session_dir || session_dir[0] != '/' || strlen (session_dir) > SESSION_DIR_MAX) {
+        if (session_dir)
+            s_log ("WARN",
+                   "ignoring SANDBOXD_AGENT_SESSION_DIR: not an absolute path of at most %d "
+                   "bytes",
+                   SESSION_DIR_MAX);
+        session_dir = SESSION_DIR_DEFAULT;
+    }
+    snprintf (self->session_dir, sizeof self->session_dir, "%s", session_dir);
     self->sig_fd = signalfd (-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (self->sig_fd < 0) {
         s_log ("ERROR", "signalfd: %s", strerror (errno));

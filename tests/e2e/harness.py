@@ -617,6 +617,87 @@ class Broker:
         finally:
             s.close()
 
+    def sse_get(self, path, tenant="alice", token=None, timeout=60, headers=None):
+        """GET with Accept: text/event-stream (e.g. process logs ?follow=1).
+        Returns (Resp, stream) as sse() does."""
+        h = self._auth(tenant, token)
+        h["Accept"] = "text/event-stream"
+        if headers:
+            h.update(headers)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        desc = "GET %s (SSE)" % path
+        t0 = time.monotonic()
+        conn.request("GET", path, headers=h)
+        r = conn.getresponse()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        if r.status == 200 and "text/event-stream" in hdrs.get("content-type", ""):
+            return Resp(r.status, hdrs, None, b"", desc), SSEStream(conn, r, t0)
+        payload = r.read()
+        conn.close()
+        resp = Resp(r.status, hdrs, _parse_body(hdrs, payload), payload, desc, time.monotonic() - t0)
+        self._record(resp)
+        return resp, None
+
+    def put_stream(self, path, chunks, length=None, tenant="alice", token=None, headers=None, timeout=600):
+        """PUT a body streamed from the iterable chunks (bytes), never held
+        in memory as a whole: with length, sent with that Content-Length;
+        without, with Transfer-Encoding: chunked. A Resp (.elapsed: the
+        seconds from the first byte sent to the end of the answer)."""
+        h = self._auth(tenant, token)
+        h.setdefault("Content-Type", "application/octet-stream")
+        if headers:
+            h.update(headers)
+        if length is not None:
+            h["Content-Length"] = str(length)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        desc = "PUT %s (streamed body%s)" % (path, ", %d bytes" % length if length is not None else ", chunked")
+        t0 = time.monotonic()
+        try:
+            conn.request("PUT", path, body=iter(chunks), headers=h, encode_chunked=length is None)
+            r = conn.getresponse()
+            payload = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            conn.close()
+        resp = Resp(r.status, hdrs, _parse_body(hdrs, payload), payload, desc, time.monotonic() - t0)
+        self._record(resp)
+        return resp
+
+    def get_stream(self, path, sink=None, tenant="alice", token=None, headers=None, timeout=600,
+                   chunk=1 << 20):
+        """GET whose body is read chunk by chunk and handed to sink(bytes)
+        (never held as a whole, unless the answer is an error, whose body
+        is kept). A Resp; .nbytes is the number of body bytes read."""
+        h = self._auth(tenant, token)
+        if headers:
+            h.update(headers)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        desc = "GET %s (streamed)" % path
+        t0 = time.monotonic()
+        n = 0
+        payload = b""
+        try:
+            conn.request("GET", path, headers=h)
+            r = conn.getresponse()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+            if r.status >= 300:
+                payload = r.read()
+                n = len(payload)
+            else:
+                while True:
+                    b = r.read(chunk)
+                    if not b:
+                        break
+                    n += len(b)
+                    if sink is not None:
+                        sink(b)
+        finally:
+            conn.close()
+        resp = Resp(r.status, hdrs, _parse_body(hdrs, payload), payload, desc, time.monotonic() - t0)
+        resp.nbytes = n
+        self._record(resp)
+        return resp
+
     # ---- containers ------------------------------------------------------
 
     def cids_now(self):
@@ -799,6 +880,51 @@ def in_thread(fn, *args, **kw):
             return not th.is_alive()
 
     return Handle()
+
+
+def rss_kib(pid):
+    """VmRSS of process pid in KiB (None when it cannot be read)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class RssSampler:
+    """Samples a process's VmRSS every interval seconds in a thread:
+    start(), stop(); then .peak_kib and .samples (count)."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid = pid
+        self.interval = interval
+        self.peak_kib = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._th = None
+
+    def _run(self):
+        while True:
+            v = rss_kib(self.pid)
+            if v is not None:
+                self.samples += 1
+                self.peak_kib = max(self.peak_kib, v)
+            if self._stop.wait(self.interval):
+                break
+
+    def start(self):
+        self._th = threading.Thread(target=self._run, daemon=True)
+        self._th.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._th is not None:
+            self._th.join()
+        return self.peak_kib
 
 
 def read_text(path):

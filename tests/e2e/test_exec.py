@@ -18,7 +18,9 @@ RESULT_KEYS = {"stdout", "stderr", "exit_code", "duration_ms", "timed_out", "tru
 def pgrep(b, pattern):
     """Processes in the sandbox whose command line matches pattern (use a
     [x] bracket so the pgrep's own shell does not match)."""
-    r = b.exec(SB, "pgrep -af '%s'" % pattern)
+    # With a cwd the check runs outside the default session, so it does not
+    # queue behind the command it looks for.
+    r = b.exec(SB, "pgrep -af '%s'" % pattern, cwd="/")
     return r.get("stdout") if r.status == 200 else "exec failed: %s" % r
 
 
@@ -112,13 +114,29 @@ def test_non_utf8(t, b):
 
 
 def test_concurrent(t, b):
+    # Separate sessions (or a cwd, which runs outside any session) run in
+    # parallel; the default session runs its commands one at a time.
+    for name in ("par-a", "par-b"):
+        b.post("/v1/sandboxes/%s/sessions" % SB, {"id": name})
     t0 = time.monotonic()
-    hs = [harness.in_thread(b.exec, SB, "sleep 1; echo %d" % i) for i in range(3)]
+    hs = [harness.in_thread(b.exec, SB, "sleep 1; echo 0", session="par-a"),
+          harness.in_thread(b.exec, SB, "sleep 1; echo 1", session="par-b"),
+          harness.in_thread(b.exec, SB, "sleep 1; echo 2", cwd="/tmp")]
     res = [h.join(30) for h in hs]
     dt = time.monotonic() - t0
     outs = [r.get("stdout") if r is not None else repr(e) for r, e in res]
     t.eq(outs, ["0\n", "1\n", "2\n"], "three concurrent execs all answer", res)
-    t.ok(dt < 2.5, "concurrent execs run in parallel (3 x sleep 1 in under 2.5 s)", "took %.2f s" % dt)
+    t.ok(dt < 2.5, "execs on different sessions run in parallel (3 x sleep 1 in under 2.5 s)",
+         "took %.2f s" % dt)
+
+    t0 = time.monotonic()
+    hs = [harness.in_thread(b.exec, SB, "sleep 0.5; echo %d" % i) for i in range(3)]
+    res = [h.join(30) for h in hs]
+    dt = time.monotonic() - t0
+    outs = sorted(r.get("stdout") if r is not None else repr(e) for r, e in res)
+    t.eq(outs, ["0\n", "1\n", "2\n"], "three concurrent execs on the default session all answer", res)
+    t.ok(dt >= 1.4, "the default session runs them one at a time (3 x sleep 0.5 take >= 1.4 s)",
+         "took %.2f s" % dt)
 
 
 def test_missing_sandbox(t, b):
