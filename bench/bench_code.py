@@ -34,9 +34,7 @@ missed (or cannot be judged).
 """
 
 import argparse
-import http.client
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -50,20 +48,6 @@ TARGET_RUN_RATIO = 0.75
 TARGET_WARM_CTX_MS = 20.0
 TARGET_COLD_RATIO = 1.1
 TARGET_FIRST_RUN_MS = 300.0
-
-
-def pct(samples, p):
-    """Nearest-rank percentile of samples (seconds) in milliseconds."""
-    s = sorted(samples)
-    if not s:
-        return float("nan")
-    k = max(0, min(len(s) - 1, int(math.ceil(p / 100.0 * len(s))) - 1))
-    return s[k] * 1000.0
-
-
-def summary(samples):
-    return {"n": len(samples), "p50_ms": pct(samples, 50), "p99_ms": pct(samples, 99),
-            "min_ms": pct(samples, 0), "max_ms": pct(samples, 100)}
 
 
 # --------------------------------------------------------------------------
@@ -171,52 +155,6 @@ def run_host_part(args):
 # --------------------------------------------------------------------------
 
 
-class Client:
-    """Minimal JSON client over one keep-alive HTTP/1.1 connection."""
-
-    def __init__(self, url_port, token):
-        self.port = url_port
-        self.token = token
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        self.sock = None
-        self.reconnects = -1
-
-    def call(self, method, path, body=None):
-        h = {"Authorization": "Bearer " + self.token}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        for attempt in (0, 1):
-            try:
-                self.conn.request(method, path, body=data, headers=h)
-                if self.conn.sock is not self.sock:
-                    self.sock = self.conn.sock
-                    self.reconnects += 1
-                r = self.conn.getresponse()
-                break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.conn.close()
-                self.sock = None
-                if attempt:
-                    raise
-        payload = r.read()
-        try:
-            parsed = json.loads(payload) if payload else None
-        except ValueError:
-            parsed = None
-        if r.status >= 400 or r.getheader("Connection", "").lower() == "close":
-            self.conn.close()
-            self.sock = None
-        return r.status, parsed
-
-    def must(self, method, path, body=None, want=(200, 201)):
-        status, parsed = self.call(method, path, body)
-        if status not in want:
-            raise RuntimeError("%s %s %s -> %s %s" % (method, path, json.dumps(body)[:200], status, parsed))
-        return parsed
-
-
 def main_text(ex):
     for r in (ex or {}).get("results") or []:
         if r.get("is_main_result"):
@@ -285,31 +223,6 @@ def bench_first_run(c, n, refill_s, prefix):
     return samples, create_ms, run_ms
 
 
-class StderrTap:
-    """Stands in for harness.Tap: the harness's own assertions (broker
-    start, teardown checks) go to stderr so stdout holds only the table or
-    the JSON."""
-
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def ok(self, cond, desc, diag=None):
-        self.n += 1
-        if not cond:
-            self.failed += 1
-            sys.stderr.write("bench: FAILED: %s\n" % desc)
-            if diag is not None:
-                self.diag(diag)
-        return bool(cond)
-
-    def eq(self, got, want, desc, ctx=None):
-        return self.ok(got == want, desc, "expected %r, got %r" % (want, got))
-
-    def diag(self, text):
-        sys.stderr.write(str(text) + "\n")
-
-
 def start_broker(harness, tap, name, config):
     b = harness.Broker(tap, config=config, name=name)
     if not b.start():
@@ -322,6 +235,10 @@ def start_broker(harness, tap, name, config):
 def run(args):
     sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
     import harness
+    from benchlib import Client, StderrTap, summary
+
+    def summary_99(samples):
+        return summary(samples, high=99)
 
     res = {"results": {}, "notes": []}
     tap = StderrTap()
@@ -332,37 +249,37 @@ def run(args):
     if host is None:
         res["notes"].append("jupyter_client comparison not run: " + why)
     else:
-        res["results"]["jupyter_client_execute"] = summary(host["execute"])
-        res["results"]["bare_kernel_start"] = summary(host["start"])
+        res["results"]["jupyter_client_execute"] = summary_99(host["execute"])
+        res["results"]["bare_kernel_start"] = summary_99(host["start"])
         res["host"] = {"python": host.get("python"), "versions": host.get("versions")}
 
     # broker A: defaults (warm_kernels_python = 1) with the warm sandbox pool on
     b = start_broker(harness, tap, "bench broker (warm pools)", {"warm_sandboxes": 1})
     try:
-        c = Client(b.port, b.tokens["alice"])
+        c = Client("http://127.0.0.1:%d" % b.port, b.tokens["alice"])
         sid = prefix + "-warm"
         c.must("POST", "/v1/sandboxes", {"id": sid}, want=(201,))
         c.must("POST", "/v1/sandboxes/%s/code" % sid, {"code": "1+1"}, want=(200,))  # kernels up
         time.sleep(args.refill)
-        res["results"]["runcode"] = summary(bench_run(c, sid, args.n, args.warmup, args.refill))
+        res["results"]["runcode"] = summary_99(bench_run(c, sid, args.n, args.warmup, args.refill))
         res["keepalive_reconnects"] = c.reconnects
-        res["results"]["ctx_warm"] = summary(bench_ctx_create(c, sid, args.ctx_n, args.refill))
+        res["results"]["ctx_warm"] = summary_99(bench_ctx_create(c, sid, args.ctx_n, args.refill))
         c.must("DELETE", "/v1/sandboxes/" + sid, want=(200,))
         time.sleep(args.refill)
         first, cr, rn = bench_first_run(c, args.first_n, args.first_refill, prefix)
-        res["results"]["first_run"] = summary(first)
-        res["results"]["first_run_create_part"] = summary(cr)
-        res["results"]["first_run_code_part"] = summary(rn)
+        res["results"]["first_run"] = summary_99(first)
+        res["results"]["first_run_create_part"] = summary_99(cr)
+        res["results"]["first_run_code_part"] = summary_99(rn)
     finally:
         b.teardown()
 
     # broker B: no warm kernels, no warm sandboxes
     b = start_broker(harness, tap, "bench broker (cold)", {"warm_kernels_python": 0, "warm_sandboxes": 0})
     try:
-        c = Client(b.port, b.tokens["alice"])
+        c = Client("http://127.0.0.1:%d" % b.port, b.tokens["alice"])
         sid = prefix + "-cold"
         c.must("POST", "/v1/sandboxes", {"id": sid}, want=(201,))
-        res["results"]["ctx_cold"] = summary(bench_ctx_create(c, sid, args.cold_n, 0.2))
+        res["results"]["ctx_cold"] = summary_99(bench_ctx_create(c, sid, args.cold_n, 0.2))
         c.must("DELETE", "/v1/sandboxes/" + sid, want=(200,))
     finally:
         b.teardown()

@@ -30,6 +30,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 import harness  # noqa: E402
+from benchlib import StderrTap  # noqa: E402
 
 MiB = 1 << 20
 RSS_BOUND_MIB = 32
@@ -189,20 +190,6 @@ def print_table(res):
               % ("yes" if res["sha256_match"] else "NO"))
     if "rss_bound_met" in res:
         print("RSS growth < %d MiB during each: %s" % (RSS_BOUND_MIB, "met" if res["rss_bound_met"] else "MISSED"))
-
-
-class StderrTap(harness.Tap):
-    def ok(self, cond, desc, diag=None):
-        self.n += 1
-        if not cond:
-            self.failed += 1
-            sys.stderr.write("bench: FAILED: %s\n" % desc)
-            if diag is not None:
-                self.diag(diag)
-        return bool(cond)
-
-    def diag(self, text):
-        sys.stderr.write(str(text) + "\n")
 
 
 def main():
