@@ -1743,6 +1743,21 @@ s_req_session (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *
     return json_string_value (jid);
 }
 
+/* Validate a request naming an open session: the session, or NULL after
+   answering bad_request or not_found. */
+static session_t *
+s_req_open_session (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr,
+                    const char *const allowed[])
+{
+    const char *id = s_req_session (self, tag, tag_len, hdr, allowed);
+    if (!id)
+        return NULL;
+    session_t *s = s_session_find (self, id);
+    if (!s)
+        s_send_error (self, tag, tag_len, "not_found", "no session %s", id);
+    return s;
+}
+
 /* {"op":"session_open","session":ID,"cwd":...,"env":{...}} */
 static void
 s_op_session_open (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
@@ -1799,16 +1814,11 @@ static void
 s_op_session_close (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
 {
     static const char *const allowed[] = { "op", "session", NULL };
-    const char *id = s_req_session (self, tag, tag_len, hdr, allowed);
-    if (!id)
+    session_t *s = s_req_open_session (self, tag, tag_len, hdr, allowed);
+    if (!s)
         return;
-    session_t *s = s_session_find (self, id);
-    if (!s) {
-        s_send_error (self, tag, tag_len, "not_found", "no session %s", id);
-        return;
-    }
+    s_log ("DEBUG", "session %s closing", s->id);
     s_session_close (self, s);
-    s_log ("DEBUG", "session %s closed", id);
     s_send (self, tag, tag_len, json_pack ("{s:s}", "ev", "ok"), NULL, 0, false);
 }
 
@@ -1964,14 +1974,9 @@ static void
 s_op_session_state (agent_t *self, const unsigned char *tag, size_t tag_len, json_t *hdr)
 {
     static const char *const allowed[] = { "op", "session", NULL };
-    const char *id = s_req_session (self, tag, tag_len, hdr, allowed);
-    if (!id)
+    session_t *s = s_req_open_session (self, tag, tag_len, hdr, allowed);
+    if (!s)
         return;
-    session_t *s = s_session_find (self, id);
-    if (!s) {
-        s_send_error (self, tag, tag_len, "not_found", "no session %s", id);
-        return;
-    }
     sess_item_t *it = s_item_new (self, tag, tag_len);
     if (it) {
         it->is_state = true;
