@@ -301,11 +301,9 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
        kernels start in /workspace with the base environment already. */
     if (!strcmp (c->cwd, "/workspace") && json_object_size (c->env) == 0)
         return k;
-    char *cwd_json = json_dumps (json_string (c->cwd), JSON_ENCODE_ANY | JSON_COMPACT);
     json_t *cwd_str = json_string (c->cwd);
     char *cwd_lit = json_dumps (cwd_str, JSON_ENCODE_ANY | JSON_COMPACT);
     json_decref (cwd_str);
-    free (cwd_json);
     char *env_lit = json_dumps (c->env, JSON_COMPACT);
     size_t n = (cwd_lit ? strlen (cwd_lit) : 0) + (env_lit ? strlen (env_lit) : 0) + 256;
     char *code = malloc (n);
