@@ -223,19 +223,10 @@ def bench_first_run(c, n, refill_s, prefix):
     return samples, create_ms, run_ms
 
 
-def start_broker(harness, tap, name, config):
-    b = harness.Broker(tap, config=config, name=name)
-    if not b.start():
-        sys.stderr.write(b.log_tail() + "\n")
-        b.force_clean()
-        raise SystemExit("bench_code.py: %s did not start" % name)
-    return b
-
-
 def run(args):
     sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
     import harness
-    from benchlib import Client, StderrTap, summary
+    from benchlib import Client, StderrTap, start_broker, summary
 
     def summary_99(samples):
         return summary(samples, high=99)
@@ -254,7 +245,7 @@ def run(args):
         res["host"] = {"python": host.get("python"), "versions": host.get("versions")}
 
     # broker A: defaults (warm_kernels_python = 1) with the warm sandbox pool on
-    b = start_broker(harness, tap, "bench broker (warm pools)", {"warm_sandboxes": 1})
+    b = start_broker("bench_code.py", tap, "bench broker (warm pools)", {"warm_sandboxes": 1})
     try:
         c = Client("http://127.0.0.1:%d" % b.port, b.tokens["alice"])
         sid = prefix + "-warm"
@@ -274,7 +265,8 @@ def run(args):
         b.teardown()
 
     # broker B: no warm kernels, no warm sandboxes
-    b = start_broker(harness, tap, "bench broker (cold)", {"warm_kernels_python": 0, "warm_sandboxes": 0})
+    b = start_broker("bench_code.py", tap, "bench broker (cold)",
+                     {"warm_kernels_python": 0, "warm_sandboxes": 0})
     try:
         c = Client("http://127.0.0.1:%d" % b.port, b.tokens["alice"])
         sid = prefix + "-cold"

@@ -24,7 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 import harness  # noqa: E402
-from benchlib import Client, StderrTap, summary  # noqa: E402
+from benchlib import Client, StderrTap, start_broker, summary  # noqa: E402
 
 TARGET_EXEC_MS = 5.0
 TARGET_EXEC_RATIO = 0.3
@@ -156,16 +156,8 @@ def main():
     if args.url:
         url, token, state_dir = args.url, args.token, args.state_dir
     else:
-        if os.geteuid() != 0:
-            sys.exit("bench_exec.py: starting a broker needs root (or use --url)")
-        if not os.path.isdir(os.path.join(harness.IMAGE_DIR, "current", "rootfs")):
-            sys.exit("bench_exec.py: no image in %s; run kernels/build-image.sh" % harness.IMAGE_DIR)
         quiet = StderrTap()
-        broker = harness.Broker(quiet, name="bench broker")
-        if not broker.start():
-            sys.stderr.write(broker.log_tail() + "\n")
-            broker.force_clean()
-            sys.exit(1)
+        broker = start_broker("bench_exec.py", quiet)
         url, token, state_dir = broker.url, broker.tokens["alice"], broker.state
     try:
         res = run(args, url, token, state_dir)

@@ -30,7 +30,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 import harness  # noqa: E402
-from benchlib import StderrTap  # noqa: E402
+from benchlib import StderrTap, start_broker  # noqa: E402
 
 MiB = 1 << 20
 RSS_BOUND_MIB = 32
@@ -209,16 +209,8 @@ def main():
     if args.url:
         url, token, pid = args.url, args.token, args.pid
     else:
-        if os.geteuid() != 0:
-            sys.exit("bench_files.py: starting a broker needs root (or use --url)")
-        if not os.path.isdir(os.path.join(harness.IMAGE_DIR, "current", "rootfs")):
-            sys.exit("bench_files.py: no image in %s; run kernels/build-image.sh" % harness.IMAGE_DIR)
         quiet = StderrTap()
-        broker = harness.Broker(quiet, name="bench broker")
-        if not broker.start():
-            sys.stderr.write(broker.log_tail() + "\n")
-            broker.force_clean()
-            sys.exit(1)
+        broker = start_broker("bench_files.py", quiet)
         url, token, pid = broker.url, broker.tokens["alice"], broker.proc.pid
     try:
         res = run(args, url, token, pid)

@@ -95,3 +95,19 @@ class StderrTap(harness.Tap):
 
     def diag(self, text):
         sys.stderr.write(str(text) + "\n")
+
+
+def start_broker(script, tap, name="bench broker", config=None):
+    """Start a broker of our own (tests/e2e/harness.Broker: temporary state
+    dir, random port, tenants alice and bob). Exits with a message when not
+    root, when the image is missing, or when the broker does not start."""
+    if os.geteuid() != 0:
+        sys.exit("%s: starting a broker needs root (or use --url)" % script)
+    if not os.path.isdir(os.path.join(harness.IMAGE_DIR, "current", "rootfs")):
+        sys.exit("%s: no image in %s; run kernels/build-image.sh" % (script, harness.IMAGE_DIR))
+    broker = harness.Broker(tap, config=config, name=name)
+    if not broker.start():
+        sys.stderr.write(broker.log_tail() + "\n")
+        broker.force_clean()
+        sys.exit("%s: %s did not start" % (script, name))
+    return broker
