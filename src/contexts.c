@@ -417,7 +417,7 @@ contexts_new (sandbox_mgr_t *mgr, const config_t *cfg, err_t *err)
     self->cfg = cfg;
     pthread_mutex_init (&self->lock, NULL);
     pthread_cond_init (&self->filled, NULL);
-    sandbox_mgr_set_hooks (mgr, s_on_started, s_on_stopped, self);
+    sandbox_mgr_add_hooks (mgr, s_on_started, s_on_stopped, self);
     return self;
 }
 
@@ -427,7 +427,7 @@ contexts_destroy (contexts_t **self_p)
     if (!self_p || !*self_p)
         return;
     contexts_t *self = *self_p;
-    sandbox_mgr_set_hooks (self->mgr, NULL, NULL, NULL);
+    sandbox_mgr_remove_hooks (self->mgr, self);
     /* Wait for kernel starts and streamed runs in flight (their clients are
        gone, so they are being interrupted), then let every kernel go: contexts
        do not survive the broker, and their sockets must be closed before

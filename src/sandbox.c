@@ -23,8 +23,11 @@ struct _sandbox_mgr_t {
     /* Serialises the check-then-act steps of create and delete (quota,
        existence, status changes); container work happens outside it. */
     pthread_mutex_t lock;
-    sandbox_hook_fn *on_started, *on_stopped;
-    void *hook_arg;
+    /* observers of sandbox life, in the order they were added */
+    struct {
+        sandbox_hook_fn *started, *stopped;
+        void *arg;
+    } hooks[SANDBOX_MAX_HOOKS];
     /* the pool of ready sandboxes (tenant POOL_TENANT, id = cid) */
     pthread_t pool_thread;
     bool pool_started, pool_stop;
@@ -157,13 +160,26 @@ s_start (sandbox_mgr_t *self, const registry_rec_t *rec, bool start_container, e
     return 0;
 }
 
-void
-sandbox_mgr_set_hooks (sandbox_mgr_t *self, sandbox_hook_fn *started, sandbox_hook_fn *stopped,
+int
+sandbox_mgr_add_hooks (sandbox_mgr_t *self, sandbox_hook_fn *started, sandbox_hook_fn *stopped,
                        void *arg)
 {
-    self->on_started = started;
-    self->on_stopped = stopped;
-    self->hook_arg = arg;
+    for (int i = 0; i < SANDBOX_MAX_HOOKS; i++)
+        if (!self->hooks[i].arg) {
+            self->hooks[i].started = started;
+            self->hooks[i].stopped = stopped;
+            self->hooks[i].arg = arg;
+            return 0;
+        }
+    return -1;
+}
+
+void
+sandbox_mgr_remove_hooks (sandbox_mgr_t *self, void *arg)
+{
+    for (int i = 0; i < SANDBOX_MAX_HOOKS; i++)
+        if (self->hooks[i].arg == arg)
+            memset (&self->hooks[i], 0, sizeof self->hooks[i]);
 }
 
 void
@@ -172,14 +188,19 @@ sandbox_mgr_dir (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
     s_dir_of (self, cid, buf, size);
 }
 
+/* Tell every observer; started in the order they were added, stopped in
+   the reverse order (the last one set up is the first torn down). */
 static void
-s_notify (sandbox_mgr_t *self, sandbox_hook_fn *fn, const char *cid, bool recovered)
+s_notify (sandbox_mgr_t *self, bool started, const char *cid, bool recovered)
 {
     char dir[1200];
-    if (!fn)
-        return;
     s_dir_of (self, cid, dir, sizeof dir);
-    fn (self->hook_arg, cid, dir, recovered);
+    for (int k = 0; k < SANDBOX_MAX_HOOKS; k++) {
+        int i = started ? k : SANDBOX_MAX_HOOKS - 1 - k;
+        sandbox_hook_fn *fn = started ? self->hooks[i].started : self->hooks[i].stopped;
+        if (fn)
+            fn (self->hooks[i].arg, cid, dir, recovered);
+    }
 }
 
 static void
@@ -187,7 +208,7 @@ s_destroy_container (sandbox_mgr_t *self, const char *cid)
 {
     char dir[1200];
     err_t err = { 0 };
-    s_notify (self, self->on_stopped, cid, false);
+    s_notify (self, false, cid, false);
     agent_link_detach (self->link, cid);
     s_dir_of (self, cid, dir, sizeof dir);
     if (runtime_destroy (&self->rt, cid, dir, &err) < 0)
@@ -247,7 +268,7 @@ s_pool_create_one (sandbox_mgr_t *self)
         if (s_start (self, &rec, true, &err) == 0
             && agent_link_ping (self->link, rec.cid, AGENT_READY_MS, &err) == 0) {
             registry_set_status (self->reg, POOL_TENANT, rec.id, "running", NULL);
-            s_notify (self, self->on_started, rec.cid, false);
+            s_notify (self, true, rec.cid, false);
             rc = 0;
         }
         else {
@@ -499,7 +520,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
     }
     registry_set_status (self->reg, tenant, rec.id, "running", NULL);
     snprintf (rec.status, sizeof rec.status, "running");
-    s_notify (self, self->on_started, rec.cid, false);
+    s_notify (self, true, rec.cid, false);
     log_info ("tenant=%s sandbox=%s cid=%s: created in %lld ms", tenant, rec.id, rec.cid,
               (long long)(util_mono_ms () - t0));
     *out = s_to_json (&rec);
@@ -638,7 +659,7 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
                        rec->cid, rerr.message);
             continue;
         }
-        s_notify (self, self->on_started, rec->cid, true);
+        s_notify (self, true, rec->cid, true);
         log_info ("tenant=%s sandbox=%s cid=%s: recovered (%s)", rec->tenant, rec->id, rec->cid,
                   running ? "re-attached" : "restarted");
     }

@@ -65,8 +65,13 @@ int sandbox_resolve_env (sandbox_mgr_t *self, const char *tenant, const char *id
    a broker restart re-attached it (recovered true); stopped just before its
    container is torn down (recovered false). */
 typedef void (sandbox_hook_fn) (void *arg, const char *cid, const char *dir, bool recovered);
-void sandbox_mgr_set_hooks (sandbox_mgr_t *self, sandbox_hook_fn *started, sandbox_hook_fn *stopped,
-                            void *arg);
+#define SANDBOX_MAX_HOOKS 8
+/* Add an observer (arg must be non-NULL and identifies it). -1 when
+   SANDBOX_MAX_HOOKS are already set. Started hooks run in the order they
+   were added, stopped hooks in the reverse order. */
+int sandbox_mgr_add_hooks (sandbox_mgr_t *self, sandbox_hook_fn *started, sandbox_hook_fn *stopped,
+                           void *arg);
+void sandbox_mgr_remove_hooks (sandbox_mgr_t *self, void *arg);
 
 /* The host directory of container cid (<state>/sandboxes/<cid>). */
 void sandbox_mgr_dir (sandbox_mgr_t *self, const char *cid, char *buf, size_t size);
