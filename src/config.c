@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,7 @@ static const key_t_ s_keys[] = {
     { I (max_upload_bytes, 1024, 1LL << 40) },
     { I (max_image_pixels, 0, 100000000) },
     { I (max_image_side, 0, 65535) },
+    { S (compat_root) },
 };
 
 int
@@ -194,6 +196,13 @@ config_load_file (config_t *cfg, const char *path, err_t *err)
 int
 config_validate (const config_t *cfg, err_t *err)
 {
+    static const char *surfaces[] = { "", "acontext", "kapin", "lifecycle", "artifact" };
+    bool known = false;
+    for (size_t i = 0; i < sizeof surfaces / sizeof surfaces[0]; i++)
+        known |= !strcmp (cfg->compat_root, surfaces[i]);
+    if (!known)
+        return err_set (err, 400, "invalid_config",
+                        "compat_root: expected acontext, kapin, lifecycle or artifact");
     if (cfg->default_keepalive_seconds > cfg->max_keepalive_seconds)
         return err_set (err, 400, "invalid_config",
                         "default_keepalive_seconds exceeds max_keepalive_seconds");

@@ -36,6 +36,7 @@ typedef struct {
     int64_t warm_sandboxes;
     int64_t max_upload_bytes;                 /* one raw PUT to /files */
     int64_t max_image_pixels, max_image_side; /* 0 = keep images as they are */
+    char compat_root[32]; /* a compat surface (docs/compat.md) also served at / */
 } config_t;
 
 /* Fill cfg with the built-in defaults. */

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "compat.h"
 #include "contexts.h"
 #include "exec.h"
 #include "files.h"
@@ -928,10 +929,61 @@ static const struct {
     { 6, "processes", "logs", R_PROCESS_LOGS, "GET" },
 };
 
+static const char *
+s_compat_header (void *cls, const char *name)
+{
+    return MHD_lookup_connection_value (cls, MHD_HEADER_KIND, name);
+}
+
+static const char *
+s_compat_query (void *cls, const char *name)
+{
+    return MHD_lookup_connection_value (cls, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Hand a request to a compatibility surface and send what it answers. */
+static enum MHD_Result
+s_compat (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *rest,
+          request_t *req, compat_handler_fn *fn)
+{
+    compat_env_t env = { self->cfg, self->auth, self->mgr, self->ctxs };
+    compat_request_t creq = {
+        .method = method,
+        .path = rest,
+        .body = req->body,
+        .len = req->len,
+        .too_large = req->too_large,
+        .header = s_compat_header,
+        .query = s_compat_query,
+        .cls = conn,
+    };
+    compat_response_t resp = { 0 };
+    fn (&env, &creq, &resp);
+    struct MHD_Response *r = MHD_create_response_from_buffer (resp.len, resp.body ? resp.body : "",
+                                                              MHD_RESPMEM_MUST_COPY);
+    if (!r) {
+        compat_response_clear (&resp);
+        return MHD_NO;
+    }
+    MHD_add_response_header (r, "Content-Type",
+                             resp.content_type[0] ? resp.content_type : "application/json");
+    for (int i = 0; i < resp.nheaders; i++)
+        MHD_add_response_header (r, resp.headers[i].name, resp.headers[i].value);
+    enum MHD_Result ret = MHD_queue_response (conn, resp.status ? resp.status : 500, r);
+    MHD_destroy_response (r);
+    compat_response_clear (&resp);
+    return ret;
+}
+
 static enum MHD_Result
 s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *url,
          request_t *req)
 {
+    const char *rest = NULL;
+    compat_handler_fn *surface = compat_lookup (self->cfg, url, &rest);
+    if (surface)
+        return s_compat (self, conn, method, rest, req, surface);
+
     char seg[6][128];
     int n = s_split (url, seg, 6);
     err_t err = { 0 };

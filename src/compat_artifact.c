@@ -1,0 +1,12 @@
+/* compat_artifact.c - the artifact surface (docs/compat.md). */
+#include "compat.h"
+
+int
+compat_artifact_handle (const compat_env_t *env, const compat_request_t *req, compat_response_t *resp)
+{
+    (void)env;
+    (void)req;
+    return compat_json (resp, 404,
+                        json_pack ("{s:{s:s, s:s}}", "error", "code", "not_found", "message",
+                                   "the artifact surface is not built yet"));
+}
