@@ -875,7 +875,7 @@ files_list (files_root_t *self, const char *path, bool recursive, bool hidden, j
     s_list_t ls = { .recursive = recursive, .hidden = hidden };
     s_list_dir (self, fd, full, 1, &ls);
     json_t *arr = ls.oom ? NULL : json_array ();
-    if (arr)
+    if (arr && ls.n > 0) /* qsort must not get a NULL array, even empty */
         qsort (ls.v, ls.n, sizeof *ls.v, s_entry_cmp);
     for (size_t i = 0; i < ls.n; i++) {
         if (arr && json_array_append (arr, ls.v[i].obj) < 0) {
