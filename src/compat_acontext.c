@@ -2,7 +2,8 @@
 #include "compat.h"
 
 int
-compat_acontext_handle (const compat_env_t *env, const compat_request_t *req, compat_response_t *resp)
+compat_acontext_handle (const compat_env_t *env, const compat_request_t *req,
+                        compat_response_t *resp)
 {
     (void)env;
     (void)req;

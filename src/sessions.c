@@ -144,8 +144,8 @@ sessions_delete (sandbox_mgr_t *mgr, const char *tenant, const char *sid, const 
 int
 sessions_ensure_default (sandbox_mgr_t *mgr, const char *cid, json_t *env, err_t *err)
 {
-    json_t *req = json_pack ("{s:s, s:s, s:s, s:O}", "op", "session_open", "session", "default",
-                             "cwd", "/workspace", "env", env ? env : json_object ());
+    json_t *req = json_pack ("{s:s, s:s, s:s, s:o}", "op", "session_open", "session", "default",
+                             "cwd", "/workspace", "env", env ? json_incref (env) : json_object ());
     json_t *reply = agent_link_request (sandbox_mgr_link (mgr), cid, req, AGENT_MS, err);
     json_decref (req);
     if (!reply && err->status == 409) /* opened meanwhile by another request */

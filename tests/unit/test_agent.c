@@ -864,7 +864,9 @@ static void
 s_sexec_send (run_t *r, const char *tag, const char *session, const char *command)
 {
     s_run_init (r, tag);
-    char *text = json_dumps (s_sexec_hdr (session, command, NULL), JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *hdr = s_sexec_hdr (session, command, NULL);
+    char *text = json_dumps (hdr, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref (hdr);
     r->t_sent = util_mono_ms ();
     s_send (tag, text, NULL, 0);
     free (text);
