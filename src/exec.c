@@ -167,9 +167,8 @@ exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body
               : json_pack ("{s:s, s:s, s:s, s:O, s:O, s:o, s:I, s:I}", "op", "session_exec",
                            "session", session ? session : "default", "command", command, "env",
                            sandbox_env, "unset", unset, "cmd_env",
-                           env ? json_incref (env) : json_object (),
-                           "timeout_ms", (json_int_t)timeout_ms, "max_output",
-                           (json_int_t)cfg->max_output_bytes);
+                           env ? json_incref (env) : json_object (), "timeout_ms",
+                           (json_int_t)timeout_ms, "max_output", (json_int_t)cfg->max_output_bytes);
     int rc = s_send_and_start (self, req, stdin_text, err);
     if (rc < 0 && !cwd && !session && err->status == 404) {
         /* The default session is made on first use. */
