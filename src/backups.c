@@ -666,8 +666,14 @@ backups_create (backups_t *self, const char *tenant, const char *id, json_t *bod
         rc = s_run (self, cid, s_backup_script, env, self->cfg->backup_timeout_seconds * 1000,
                     &code, &timed_out, errtext, sizeof errtext, err);
     json_decref (env);
-    if (rc == 0 && !(root = s_root_open (self, cid, err)))
+    /* Opened whatever happened, to remove the temporary archive that a
+       failed or overrun tar may have left. */
+    err_t rerr = { 0 };
+    root = s_root_open (self, cid, &rerr);
+    if (rc == 0 && !root) {
+        *err = rerr;
         rc = -1;
+    }
     if (rc == 0) {
         files_stat_t st;
         err_t serr = { 0 };
@@ -697,9 +703,6 @@ backups_create (backups_t *self, const char *tenant, const char *id, json_t *bod
         err_t derr;
         files_delete (root, tmp, false, &derr);
         files_root_close (&root);
-    }
-    else {
-        /* The sandbox is gone or unreachable; nothing to clean in it. */
     }
     int64_t created = util_now_ms ();
     if (rc == 0) {

@@ -7,7 +7,8 @@ cannot become a tar option); tenant isolation (bob gets 404 for alice's
 backups); validation (400 naming the field, 404 for a missing dir); the
 size limit (413, nothing left in the state dir or the sandbox's /tmp); the
 per-tenant count limit (429); DELETE removes the archive; backups survive a
-broker restart; retention; the free-space guard (507).
+broker restart; retention; the free-space guard (507); the tar timeout
+(504, nothing left).
 
 The contract is docs/api.md ("Backups") and issue 6."""
 
@@ -351,6 +352,25 @@ def test_restart(t, b):
          "with too little free disk the backup is refused with 507", r)
     t.eq(state_files(b), before, "and nothing is kept")
     t.eq(tmp_leftovers(b, "dst"), [], "nor left in the sandbox's /tmp")
+
+    # The tar timeout: a 50 GB sparse file takes longer than 1 s to read.
+    with open(b.config_path) as f:
+        lines = [l for l in f if not l.startswith("backup_min_free_mb")]
+    with open(b.config_path, "w") as f:
+        f.writelines(lines + ["backup_timeout_seconds = 1\n"])
+    if not b.restart():
+        return
+    r = b.exec("dst", "mkdir /workspace/slow && truncate -s 50G /workspace/slow/zeros")
+    t.eq(r.get("exit_code"), 0, "make a 50 GB sparse file", r)
+    t0 = time.monotonic()
+    r = b.post(BK("dst"), {"dir": "/workspace/slow"}, timeout=300)
+    took = time.monotonic() - t0
+    t.ok(r.status == 504 and r.err_code() == "backup_timeout" and took < 15,
+         "tar past backup_timeout_seconds is stopped: 504 backup_timeout (%.1f s)" % took, r)
+    t.eq(state_files(b), before, "nothing is kept after the timeout")
+    t.eq(tmp_leftovers(b, "dst"), [], "and nothing is left in the sandbox's /tmp")
+    ps = b.exec("dst", "ps -eo comm | grep -c -x -e tar -e gzip -e head || true")
+    t.eq(ps.get("stdout"), "0\n", "no tar, gzip or head keeps running in the sandbox", ps)
 
     d = b.delete(BK("dst") + "/" + bid)
     t.eq(d.status, 200, "DELETE alice's backup", d)
