@@ -56,6 +56,11 @@ config_defaults (config_t *cfg)
     cfg->max_upload_bytes = 8LL << 30;
     cfg->max_image_pixels = 0;
     cfg->max_image_side = 0;
+    cfg->backup_max_bytes = 1LL << 30;
+    cfg->max_backups_per_tenant = 20;
+    cfg->backup_retention_days = 7;
+    cfg->backup_timeout_seconds = 1800;
+    cfg->backup_min_free_mb = 1024;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -106,6 +111,11 @@ static const key_t_ s_keys[] = {
     { I (max_upload_bytes, 1024, 1LL << 40) },
     { I (max_image_pixels, 0, 100000000) },
     { I (max_image_side, 0, 65535) },
+    { I (backup_max_bytes, 1024, 1LL << 40) },
+    { I (max_backups_per_tenant, 1, 100000) },
+    { I (backup_retention_days, 1, 3650) },
+    { I (backup_timeout_seconds, 1, 86400) },
+    { I (backup_min_free_mb, 0, 1LL << 40) },
     { S (compat_root) },
 };
 

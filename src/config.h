@@ -36,7 +36,13 @@ typedef struct {
     int64_t warm_sandboxes;
     int64_t max_upload_bytes;                 /* one raw PUT to /files */
     int64_t max_image_pixels, max_image_side; /* 0 = keep images as they are */
-    char compat_root[32]; /* a compat surface (docs/compat.md) also served at / */
+    /* backups (docs/operations.md, "Backups") */
+    int64_t backup_max_bytes;       /* one archive */
+    int64_t max_backups_per_tenant; /* kept at once */
+    int64_t backup_retention_days;  /* deleted when older */
+    int64_t backup_timeout_seconds; /* tar inside the sandbox */
+    int64_t backup_min_free_mb;     /* left free on the state dir's disk */
+    char compat_root[32];           /* a compat surface (docs/compat.md) also served at / */
 } config_t;
 
 /* Fill cfg with the built-in defaults. */

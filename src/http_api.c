@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "backups.h"
 #include "compat.h"
 #include "contexts.h"
 #include "exec.h"
@@ -35,6 +36,7 @@ struct _http_api_t {
     auth_t *auth;
     sandbox_mgr_t *mgr;
     contexts_t *ctxs;
+    backups_t *backups;
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -902,6 +904,9 @@ typedef enum {
     R_CONTEXT,
     R_CTX_INTERRUPT,
     R_CTX_RESTART,
+    R_BACKUPS,
+    R_BACKUP,
+    R_BACKUP_RESTORE,
 } route_t;
 
 /* Routes under /v1/sandboxes: segment count, the 4th and the last
@@ -927,6 +932,9 @@ static const struct {
     { 4, "processes", NULL, R_PROCESSES, "GET, POST, DELETE" },
     { 5, "processes", NULL, R_PROCESS, "GET, DELETE" },
     { 6, "processes", "logs", R_PROCESS_LOGS, "GET" },
+    { 4, "backups", NULL, R_BACKUPS, "GET, POST" },
+    { 5, "backups", NULL, R_BACKUP, "GET, DELETE" },
+    { 6, "backups", "restore", R_BACKUP_RESTORE, "POST" },
 };
 
 static const char *
@@ -1049,7 +1057,7 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     json_t *body = NULL;
     if (is_post || is_patch) {
         bool may_be_empty = route == R_SANDBOXES || route == R_CONTEXTS || route == R_CTX_INTERRUPT
-                            || route == R_CTX_RESTART;
+                            || route == R_CTX_RESTART || route == R_BACKUP_RESTORE;
         body = jsonv_parse_object (req->body, req->len, may_be_empty, &err);
         if (!body)
             return s_send_error (conn, &err);
@@ -1161,6 +1169,25 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
             return follow ? s_exec_stream (conn, follow, true) : s_send_error (conn, &err);
         }
         ok = processes_logs (self->mgr, tenant, id, ctx, &out, &err) == 0;
+        break;
+    /* Backups belong to the tenant, not to the sandbox in the path: list,
+       get and delete work whether or not that sandbox still exists. */
+    case R_BACKUPS:
+        if (is_get)
+            ok = backups_list (self->backups, tenant, &out, &err) == 0;
+        else {
+            ok = backups_create (self->backups, tenant, id, body, &out, &err) == 0;
+            status = 201;
+        }
+        break;
+    case R_BACKUP:
+        if (is_get)
+            ok = backups_get (self->backups, tenant, ctx, &out, &err) == 0;
+        else if ((ok = backups_delete (self->backups, tenant, ctx, &err) == 0))
+            out = json_pack ("{s:s, s:s}", "backup_id", ctx, "status", "deleted");
+        break;
+    case R_BACKUP_RESTORE:
+        ok = backups_restore (self->backups, tenant, id, ctx, body, &out, &err) == 0;
         break;
     }
     json_decref (body);
@@ -1376,6 +1403,11 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
     self->auth = auth;
     self->mgr = mgr;
     self->ctxs = ctxs;
+    self->backups = backups_new (cfg, mgr, err);
+    if (!self->backups) {
+        free (self);
+        return NULL;
+    }
     unsigned flags
         = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -1387,6 +1419,7 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
                                      MHD_OPTION_URI_LOG_CALLBACK, s_uri_log, self, MHD_OPTION_END);
     if (!self->daemon) {
         err_set (err, 500, "internal", "cannot listen on %s (address in use?)", cfg->listen);
+        backups_destroy (&self->backups);
         free (self);
         return NULL;
     }
@@ -1408,6 +1441,7 @@ http_api_destroy (http_api_t **self_p)
     if (!self_p || !*self_p)
         return;
     MHD_stop_daemon ((*self_p)->daemon);
+    backups_destroy (&(*self_p)->backups);
     free (*self_p);
     *self_p = NULL;
 }
