@@ -124,7 +124,10 @@ s_sandbox (const compat_env_t *env, const char *tenant, const char *id, compat_r
                                   "Sandbox ready"));
 }
 
-/* DELETE /sandboxes/ID: kill every background process, keep the sandbox. */
+/* DELETE /sandboxes/ID: kill every process, keep the sandbox. That is
+   the native background processes, and the default session with what
+   its commands left running in the background (`server &`: the same
+   process group); the next exec opens a fresh default session. */
 static int
 s_cleanup (const compat_env_t *env, const char *tenant, const char *id, compat_response_t *resp)
 {
@@ -133,6 +136,8 @@ s_cleanup (const compat_env_t *env, const char *tenant, const char *id, compat_r
     if (processes_kill_all (env->mgr, tenant, id, "KILL", &out, &err) < 0)
         return s_error (resp, &err, NULL);
     json_decref (out);
+    if (sessions_delete (env->mgr, tenant, id, "default", &err) < 0 && err.status != 404)
+        return s_error (resp, &err, NULL);
     return s_ok (resp, json_pack ("{s:s, s:s, s:s}", "projectId", id, "status", "cleaned",
                                   "message", "All processes terminated"));
 }

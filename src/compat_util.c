@@ -94,6 +94,9 @@ int
 compat_base64_decode (const char *text, size_t text_len, const char *field, unsigned char **out,
                       size_t *len, err_t *err)
 {
+    /* libsodium's ignore list would let a NUL through as whitespace. */
+    if (memchr (text, 0, text_len))
+        return err_set (err, 400, "invalid_field", "field '%s': not valid base64", field);
     size_t cap = text_len / 4 * 3 + 3;
     unsigned char *bin = malloc (cap);
     if (!bin)
