@@ -394,6 +394,19 @@ def test_routes_and_auth(t, b):
         t.eq(r.status, want, "%s %s -> %d" % (method, path, want), r)
 
 
+def test_body_limit(t, b):
+    big = b'{"command": "' + b"x" * (1 << 20) + b'"}'
+    r = b.request("POST", "%s/sandbox/%s/exec" % (P, SB), raw=big, headers={"Content-Type": "application/json"})
+    t.ok(r.status == 413 and r.err_code() == "body_too_large", "a body over max_body_bytes -> 413 body_too_large", r)
+    head = ("POST %s/sandbox/%s/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            % (P, SB, b.tokens["alice"])).encode()
+    chunk = b"%x\r\n%s\r\n" % (65536, b"A" * 65536)
+    r = b.raw_request(head, [b'11\r\n{"content": "AAAA\r\n'] + [chunk] * 20 + [b"0\r\n\r\n"])
+    t.ok(r is not None and r.status == 413 and r.err_code() == "body_too_large",
+         "a chunked body over max_body_bytes (no Content-Length) -> 413 body_too_large", r)
+
+
 def test_isolation(t, b):
     cases = (("GET", "/sandbox/%s" % SB, None), ("POST", "/sandbox/%s/exec" % SB, {"command": "id"}),
              ("POST", "/sandbox/%s/update" % SB, {"keepalive_longer_by_seconds": 60}),
@@ -416,4 +429,4 @@ def test_isolation(t, b):
 
 if __name__ == "__main__":
     harness.main([test_doc_curl, test_doc_endpoints, test_create_get_or_create, test_exec, test_upload_download,
-                  test_update, test_kill, test_routes_and_auth, test_isolation])
+                  test_update, test_kill, test_routes_and_auth, test_body_limit, test_isolation])

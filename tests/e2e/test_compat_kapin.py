@@ -396,6 +396,20 @@ def test_auth_and_isolation(t, b):
          "bob's PUT did not land in alice's sandbox", None)
 
 
+def test_body_limit(t, b):
+    head = ("POST %s/sandboxes/%s/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            % (P, PROJ, b.tokens["alice"])).encode()
+    chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+    n = len(b.responses)
+    r = b.raw_request(head, [b'e\r\n{"command": "x\r\n'] + [chunk] * 20 + [b"0\r\n\r\n"])
+    del b.responses[n:]
+    if r is not None and r.status >= 400:
+        Errors.seen.append(r)
+    err_env(t, r, 400, "a chunked body over max_body_bytes")
+    t.eq(r.headers.get("access-control-allow-origin") if r else None, "*", "with CORS", r)
+
+
 def test_routes(t, b):
     for method, path in (("GET", "/sandboxes/%s" % PROJ), ("PUT", "/sandboxes/%s" % PROJ),
                          ("GET", "/sandboxes/%s/exec" % PROJ), ("POST", "/sandboxes/%s/ls" % PROJ),
@@ -450,7 +464,7 @@ if __name__ == "__main__":
     try:
         if broker.start():
             for fn in (test_doc_curl, test_doc_endpoints, test_get_or_create, test_exec, test_clone, test_files,
-                       test_ls, test_delete_kills_processes, test_cors, test_auth_and_isolation, test_routes,
+                       test_ls, test_delete_kills_processes, test_cors, test_auth_and_isolation, test_body_limit, test_routes,
                        test_envelopes):
                 if not broker.alive():
                     tap.ok(False, "broker is running before %s" % fn.__name__)
