@@ -396,8 +396,11 @@ def test_routes_and_auth(t, b):
 
 def test_body_limit(t, b):
     big = b'{"command": "' + b"x" * (1 << 20) + b'"}'
-    r = b.request("POST", "%s/sandbox/%s/exec" % (P, SB), raw=big, headers={"Content-Type": "application/json"})
-    t.ok(r.status == 413 and r.err_code() == "body_too_large", "a body over max_body_bytes -> 413 body_too_large", r)
+    head = ("POST %s/sandbox/%s/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (P, SB, b.tokens["alice"], len(big))).encode()
+    r = b.raw_request(head, [big[i:i + 65536] for i in range(0, len(big), 65536)])
+    t.ok(r.status == 413 and r.err_code() == "body_too_large", "a body whose Content-Length is over max_body_bytes -> 413 body_too_large", r)
     head = ("POST %s/sandbox/%s/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
             % (P, SB, b.tokens["alice"])).encode()

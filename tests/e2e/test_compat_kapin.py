@@ -348,7 +348,7 @@ def test_delete_kills_processes(t, b):
     out = sh(b, "sleep 999 & nohup sleep 998 >/dev/null 2>&1 & echo started")
     t.eq(out, "started\n", "exec left two sleeps running in the background", None)
     sh(b, "cd /tmp && export KAPIN_X=1")
-    t.eq(sh(b, "pgrep -c -x sleep"), "3\n", "three sleeps run", None)
+    t.eq(harness.wait_until(lambda: sh(b, "pgrep -c -x sleep") == "3\n", 10), True, "three sleeps run", None)
     r = k(b, "DELETE", "/sandboxes/%s" % PROJ)
     t.eq(r.body, doc_json(DOC_DELETE_RESPONSE), "DELETE answers the documented cleanup", r)
     t.eq(sh(b, "pgrep -c -x sleep || true"), "0\n", "no sleep is left: all processes terminated", None)
@@ -407,6 +407,15 @@ def test_body_limit(t, b):
     if r is not None and r.status >= 400:
         Errors.seen.append(r)
     err_env(t, r, 400, "a chunked body over max_body_bytes")
+    t.eq(r.headers.get("access-control-allow-origin") if r else None, "*", "with CORS", r)
+    big = b'{"command": "' + b"x" * (1 << 20) + b'"}'
+    head = ("POST %s/sandboxes/%s/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (P, PROJ, b.tokens["alice"], len(big))).encode()
+    n = len(b.responses)
+    r = b.raw_request(head, [big[i:i + 65536] for i in range(0, len(big), 65536)])
+    del b.responses[n:]
+    err_env(t, r, 400, "a body whose Content-Length is over max_body_bytes (refused before it is read)")
     t.eq(r.headers.get("access-control-allow-origin") if r else None, "*", "with CORS", r)
 
 
