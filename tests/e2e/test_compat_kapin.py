@@ -351,8 +351,11 @@ def test_delete_kills_processes(t, b):
     t.eq(harness.wait_until(lambda: sh(b, "pgrep -c -x sleep") == "3\n", 10), True, "three sleeps run", None)
     r = k(b, "DELETE", "/sandboxes/%s" % PROJ)
     t.eq(r.body, doc_json(DOC_DELETE_RESPONSE), "DELETE answers the documented cleanup", r)
-    t.eq(sh(b, "pgrep -c -x sleep || true"), "0\n", "no sleep is left: all processes terminated", None)
-    p = b.get("/v1/sandboxes/%s/processes/%s" % (PROJ, proc))
+    t.ok(harness.wait_until(lambda: sh(b, "pgrep -c -x sleep || true") == "0\n", 5),
+         "no sleep is left: all processes terminated", None)
+    p = harness.wait_until(lambda: (lambda p: p if p.get("status") == "exited" else None)(
+        b.get("/v1/sandboxes/%s/processes/%s" % (PROJ, proc))), 5) or b.get(
+        "/v1/sandboxes/%s/processes/%s" % (PROJ, proc))
     t.ok(p.get("status") == "exited" and p.get("signal") == "KILL", "the native process was killed (KILL)", p)
     t.eq(sh(b, "pwd; echo ${KAPIN_X:-unset}"), "/workspace\nunset\n",
          "exec works after and starts in a fresh shell (/workspace, no old exports)", None)
