@@ -1256,6 +1256,12 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
         const char *cl = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll (cl, NULL, 10) > self->cfg->max_body_bytes) {
             req->responded = 1;
+            const char *rest = NULL;
+            compat_handler_fn *surface = compat_lookup (self->cfg, url, &rest);
+            if (surface) { /* refused in the surface's own shape */
+                req->too_large = 1;
+                return s_compat (self, conn, method, rest, req, surface);
+            }
             char msg[96];
             snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
                       (long long)self->cfg->max_body_bytes);
