@@ -45,6 +45,9 @@ config_defaults (config_t *cfg)
     cfg->max_cpus = ncpu > 0 ? (double)ncpu : 1.0;
     cfg->default_pids = 512;
     cfg->max_pids = 4096;
+    cfg->default_disk_mb = 2048;
+    cfg->max_disk_mb = 65536;
+    cfg->disk_reserve_mb = 1024;
     cfg->max_connections = 256;
     cfg->reap_interval_ms = 1000;
     cfg->warm_kernels_python = 1;
@@ -100,6 +103,9 @@ static const key_t_ s_keys[] = {
     { N (max_cpus, 0.01, 1024) },
     { I (default_pids, 8, 1000000) },
     { I (max_pids, 8, 1000000) },
+    { I (default_disk_mb, 0, 16777216) },
+    { I (max_disk_mb, 0, 16777216) },
+    { I (disk_reserve_mb, 0, 16777216) },
     { I (max_connections, 4, 100000) },
     { I (reap_interval_ms, 10, 3600000) },
     { I (warm_kernels_python, 0, 8) },
@@ -220,8 +226,11 @@ config_validate (const config_t *cfg, err_t *err)
         return err_set (err, 400, "invalid_config",
                         "exec_default_timeout_ms exceeds exec_max_timeout_ms");
     if (cfg->default_memory_mb > cfg->max_memory_mb || cfg->default_cpus > cfg->max_cpus
-        || cfg->default_pids > cfg->max_pids)
+        || cfg->default_pids > cfg->max_pids || cfg->default_disk_mb > cfg->max_disk_mb)
         return err_set (err, 400, "invalid_config", "a default limit exceeds its maximum");
+    if (cfg->default_disk_mb > 0 && cfg->default_disk_mb < 64)
+        return err_set (err, 400, "invalid_config",
+                        "default_disk_mb: at least 64, or 0 for writable layers without a limit");
     if (cfg->state_dir[0] != '/' || cfg->image_dir[0] != '/')
         return err_set (err, 400, "invalid_config", "state_dir and image_dir must be absolute");
     if (!strchr (cfg->listen, ':'))

@@ -28,6 +28,8 @@ typedef struct {
     int64_t default_memory_mb, max_memory_mb;
     double default_cpus, max_cpus;
     int64_t default_pids, max_pids;
+    int64_t default_disk_mb, max_disk_mb; /* writable layer size; 0 = unlimited */
+    int64_t disk_reserve_mb;              /* host space never promised to sandboxes */
     int64_t max_connections;
     int64_t reap_interval_ms;
     int64_t warm_kernels_python, warm_kernels_javascript, warm_kernels_typescript;

@@ -26,6 +26,7 @@ static const char *s_schema
       " cpus REAL NOT NULL,"
       " pids INTEGER NOT NULL,"
       " lower TEXT NOT NULL,"
+      " disk_mb INTEGER NOT NULL DEFAULT 0,"
       " PRIMARY KEY (tenant, id));"
       "CREATE INDEX IF NOT EXISTS sandboxes_expiry ON sandboxes (expires_at);";
 
@@ -34,6 +35,30 @@ s_db_error (registry_t *self, err_t *err, const char *what)
 {
     log_error ("registry: %s: %s", what, sqlite3_errmsg (self->db));
     return err_set (err, 500, "internal", "registry: %s failed", what);
+}
+
+/* Registries made before a column existed get it with its default:
+   disk_mb 0 = a writable layer without a size limit, as they were made. */
+static int
+s_migrate (registry_t *self, char **msg)
+{
+    sqlite3_stmt *st = NULL;
+    bool has_disk = false;
+    if (sqlite3_prepare_v2 (self->db, "PRAGMA table_info(sandboxes)", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    while (sqlite3_step (st) == SQLITE_ROW) {
+        const unsigned char *name = sqlite3_column_text (st, 1);
+        if (name && !strcmp ((const char *)name, "disk_mb"))
+            has_disk = true;
+    }
+    sqlite3_finalize (st);
+    if (!has_disk
+        && sqlite3_exec (self->db,
+                         "ALTER TABLE sandboxes ADD COLUMN disk_mb INTEGER NOT NULL DEFAULT 0",
+                         NULL, NULL, msg)
+               != SQLITE_OK)
+        return -1;
+    return 0;
 }
 
 registry_t *
@@ -59,7 +84,8 @@ registry_open (const char *path, err_t *err)
     if (sqlite3_exec (self->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
                       &msg)
             != SQLITE_OK
-        || sqlite3_exec (self->db, s_schema, NULL, NULL, &msg) != SQLITE_OK) {
+        || sqlite3_exec (self->db, s_schema, NULL, NULL, &msg) != SQLITE_OK
+        || s_migrate (self, &msg) < 0) {
         err_set (err, 500, "internal", "initialising registry %s: %s", path, msg ? msg : "?");
         sqlite3_free (msg);
         registry_destroy (&self);
@@ -90,7 +116,8 @@ registry_rec_clear (registry_rec_t *rec)
     memset (rec, 0, sizeof *rec);
 }
 
-#define COLUMNS "tenant, id, cid, created_at, expires_at, status, env, memory_mb, cpus, pids, lower"
+#define COLUMNS                                                                                    \
+    "tenant, id, cid, created_at, expires_at, status, env, memory_mb, cpus, pids, lower, disk_mb"
 
 static void
 s_copy_text (char *dst, size_t size, sqlite3_stmt *st, int col)
@@ -115,6 +142,7 @@ s_row (sqlite3_stmt *st, registry_rec_t *rec)
     rec->limits.cpus = sqlite3_column_double (st, 8);
     rec->limits.pids = sqlite3_column_int64 (st, 9);
     s_copy_text (rec->lower, sizeof rec->lower, st, 10);
+    rec->limits.disk_mb = sqlite3_column_int64 (st, 11);
 }
 
 int
@@ -124,7 +152,7 @@ registry_insert (registry_t *self, const registry_rec_t *rec, err_t *err)
     int rc = -1;
     pthread_mutex_lock (&self->lock);
     if (sqlite3_prepare_v2 (self->db,
-                            "INSERT INTO sandboxes (" COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            "INSERT INTO sandboxes (" COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                             -1, &st, NULL)
         != SQLITE_OK) {
         s_db_error (self, err, "insert");
@@ -141,6 +169,7 @@ registry_insert (registry_t *self, const registry_rec_t *rec, err_t *err)
     sqlite3_bind_double (st, 9, rec->limits.cpus);
     sqlite3_bind_int64 (st, 10, rec->limits.pids);
     sqlite3_bind_text (st, 11, rec->lower, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (st, 12, rec->limits.disk_mb);
     int step = sqlite3_step (st);
     if (step == SQLITE_CONSTRAINT)
         err_set (err, 409, "conflict", "sandbox %s already exists", rec->id);

@@ -8,11 +8,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <linux/loop.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -443,6 +445,106 @@ s_mkdir (const char *path, mode_t mode, err_t *err)
     return 0;
 }
 
+/* Make layer.img (disk_mb MiB, sparse, ext4 without a journal: the layer
+   is scratch space and dies with the sandbox) under a temporary name and
+   rename it into place, so a half-made image is never mounted. */
+static int
+s_make_layer_image (const char *image, int64_t disk_mb, err_t *err)
+{
+    char tmp[4200];
+    snprintf (tmp, sizeof tmp, "%s.tmp", image);
+    unlink (tmp);
+    int fd = open (tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return err_set (err, 500, "internal", "creating %s: %s", tmp, strerror (errno));
+    int rc = ftruncate (fd, (off_t)disk_mb * 1024 * 1024);
+    int saved = errno;
+    close (fd);
+    if (rc < 0) {
+        unlink (tmp);
+        return err_set (err, 500, "internal", "sizing %s: %s", tmp, strerror (saved));
+    }
+    char out[512];
+    const char *argv[] = { "mkfs.ext4",
+                           "-q",
+                           "-F",
+                           "-O",
+                           "^has_journal",
+                           "-E",
+                           "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+                           "-m",
+                           "0",
+                           "-L",
+                           "sandbox",
+                           tmp,
+                           NULL };
+    if (util_run ((char *const *)argv, out, sizeof out) != 0) {
+        unlink (tmp);
+        return err_set (err, 500, "internal", "mkfs.ext4 %s: %.200s", tmp, out);
+    }
+    if (rename (tmp, image) < 0) {
+        saved = errno;
+        unlink (tmp);
+        return err_set (err, 500, "internal", "renaming %s: %s", tmp, strerror (saved));
+    }
+    return 0;
+}
+
+/* Attach image to a free loop device (autoclear: it is released when the
+   mount goes) and mount it on dir. */
+static int
+s_mount_layer (const char *image, const char *dir, err_t *err)
+{
+    int img = open (image, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (img < 0)
+        return err_set (err, 500, "internal", "opening %s: %s", image, strerror (errno));
+    int ctl = open ("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0) {
+        close (img);
+        return err_set (err, 500, "internal", "/dev/loop-control: %s", strerror (errno));
+    }
+    int rc = -1;
+    for (int attempt = 0; attempt < 16 && rc < 0; attempt++) {
+        int n = ioctl (ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            err_set (err, 500, "internal", "no free loop device: %s", strerror (errno));
+            break;
+        }
+        char dev[64];
+        snprintf (dev, sizeof dev, "/dev/loop%d", n);
+        int lfd = open (dev, O_RDWR | O_CLOEXEC);
+        if (lfd < 0) {
+            err_set (err, 500, "internal", "opening %s: %s", dev, strerror (errno));
+            continue;
+        }
+        struct loop_config lc;
+        memset (&lc, 0, sizeof lc);
+        lc.fd = (unsigned)img;
+        lc.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        /* lo_file_name is informational (losetup -l); keep its tail. */
+        size_t il = strlen (image), cap = sizeof lc.info.lo_file_name - 1;
+        memcpy (lc.info.lo_file_name, image + (il > cap ? il - cap : 0), il > cap ? cap : il);
+        if (ioctl (lfd, LOOP_CONFIGURE, &lc) < 0) {
+            /* EBUSY: another attach took this device meanwhile. */
+            err_set (err, 500, "internal", "configuring %s: %s", dev, strerror (errno));
+            close (lfd);
+            continue;
+        }
+        if (mount (dev, dir, "ext4", MS_NODEV | MS_NOSUID | MS_NOATIME, "discard") == 0)
+            rc = 0;
+        else
+            err_set (err, 500, "internal", "mounting %s on %s: %s", dev, dir, strerror (errno));
+        close (lfd); /* the mount holds the device now; without it, autoclear frees it.
+                       discard: blocks freed in the sandbox are punched out of the
+                       sparse image, so the host gets them back */
+        if (rc < 0)
+            break;
+    }
+    close (ctl);
+    close (img);
+    return rc;
+}
+
 /* Lay out spec->dir and mount the overlay: see runtime.h. */
 int
 runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *err)
@@ -465,6 +567,28 @@ runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t 
     struct stat st;
     if (stat (spec->lower, &st) < 0)
         return err_set (err, 500, "internal", "image rootfs %s: %s", spec->lower, strerror (errno));
+
+    /* A size-limited writable layer: upper/ and work/ move into layer/. */
+    if (spec->limits.disk_mb > 0) {
+        char layer[4096], image[4096];
+        if (s_path (layer, sizeof layer, spec->dir, "layer") < 0
+            || s_path (image, sizeof image, spec->dir, "layer.img") < 0
+            || s_path (upper, sizeof upper, spec->dir, "layer/upper") < 0
+            || s_path (work, sizeof work, spec->dir, "layer/work") < 0)
+            return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
+        if (s_mkdir (spec->dir, 0700, err) < 0 || s_mkdir (layer, 0700, err) < 0)
+            return err_prefix (err, "preparing sandbox %s", spec->cid);
+        int lm = s_is_mountpoint (layer);
+        if (lm < 0)
+            return err_set (err, 500, "internal", "checking %s: %s", layer, strerror (errno));
+        if (!lm) {
+            if (access (image, F_OK) < 0
+                && s_make_layer_image (image, spec->limits.disk_mb, err) < 0)
+                return -1;
+            if (s_mount_layer (image, layer, err) < 0)
+                return -1;
+        }
+    }
     if (!S_ISDIR (st.st_mode))
         return err_set (err, 500, "internal", "image rootfs %s is not a directory", spec->lower);
 
@@ -767,6 +891,16 @@ runtime_destroy (const runtime_config_t *cfg, const char *cid, const char *dir, 
             && umount2 (rootfs, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
             return err_set (err, 500, "internal", "unmounting %s: %s", rootfs, strerror (errno));
     }
+
+    /* The writable layer's filesystem, when it has one (its loop device
+       goes with it: autoclear). */
+    char layer[4096];
+    if (s_path (layer, sizeof layer, dir, "layer") < 0)
+        return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
+    for (int i = 0; i < 4 && s_is_mountpoint (layer) > 0; i++)
+        if (umount2 (layer, UMOUNT_NOFOLLOW) < 0
+            && umount2 (layer, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+            return err_set (err, 500, "internal", "unmounting %s: %s", layer, strerror (errno));
 
     /* util_rm_rf neither follows links planted in upper/ nor crosses into a
        mount that is still there. */

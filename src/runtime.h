@@ -12,6 +12,7 @@ typedef struct {
     int64_t memory_mb; /* memory limit; swap limited to the same value */
     double cpus;       /* CPU quota in cores (cfs quota / period) */
     int64_t pids;      /* pids.max */
+    int64_t disk_mb;   /* size of the writable layer; 0 = unlimited (upper on the host fs) */
 } limits_t;
 
 typedef struct {
@@ -41,6 +42,10 @@ typedef enum {
    (overlay of lower + upper + work, mounted here if not mounted already),
    upper/, work/, and ctl/ (mode 0755, owned by root: the broker binds the
    agent socket there; it is bind-mounted read-only at /run/sandboxd).
+   With limits.disk_mb > 0 the writable layer has that size: upper/ and
+   work/ live in layer/, an ext4 filesystem in the sparse file layer.img
+   (made once, loop-mounted with autoclear), so a sandbox that fills it gets
+   ENOSPC and the host only spends the blocks actually written.
    Idempotent, so a broker restart can call it again on an existing
    sandbox. 0 or -1 with *err. */
 int runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *err);

@@ -1,12 +1,14 @@
 /* sandbox.c - sandbox lifecycle on top of registry, runtime and agent link. */
 #include "sandbox.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "jsonv.h"
@@ -36,6 +38,8 @@ struct _sandbox_mgr_t {
 
 /* No client tenant can be named this: tenant names start alphanumeric. */
 #define POOL_TENANT "_pool"
+
+static int s_disk_admit (sandbox_mgr_t *self, int64_t disk_mb, err_t *err);
 
 static void
 s_dir_of (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
@@ -121,11 +125,11 @@ s_to_json (const registry_rec_t *rec)
                 json_object_del (env, name);
         }
     return json_pack (
-        "{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:f, s:I}}", "id", rec->id, "status", rec->status,
+        "{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:f, s:I, s:I}}", "id", rec->id, "status", rec->status,
         "created_at", util_iso8601 (rec->created_at, created, sizeof created), "expires_at",
         util_iso8601 (rec->expires_at, expires, sizeof expires), "env", env ? env : json_object (),
         "limits", "memory_mb", (json_int_t)rec->limits.memory_mb, "cpus", rec->limits.cpus, "pids",
-        (json_int_t)rec->limits.pids);
+        (json_int_t)rec->limits.pids, "disk_mb", (json_int_t)rec->limits.disk_mb);
 }
 
 static void
@@ -262,9 +266,14 @@ s_pool_create_one (sandbox_mgr_t *self)
     rec.limits.memory_mb = self->cfg->default_memory_mb;
     rec.limits.cpus = self->cfg->default_cpus;
     rec.limits.pids = self->cfg->default_pids;
+    rec.limits.disk_mb = self->cfg->default_disk_mb;
     int rc = -1;
-    if (s_current_image (self, rec.lower, sizeof rec.lower, &err) == 0
-        && registry_insert (self->reg, &rec, &err) == 0) {
+    pthread_mutex_lock (&self->lock); /* admission and insert as one step */
+    int admitted = s_disk_admit (self, rec.limits.disk_mb, &err) == 0
+                   && s_current_image (self, rec.lower, sizeof rec.lower, &err) == 0
+                   && registry_insert (self->reg, &rec, &err) == 0;
+    pthread_mutex_unlock (&self->lock);
+    if (admitted) {
         if (s_start (self, &rec, true, &err) == 0
             && agent_link_ping (self->link, rec.cid, AGENT_READY_MS, &err) == 0) {
             registry_set_status (self->reg, POOL_TENANT, rec.id, "running", NULL);
@@ -357,6 +366,8 @@ s_pool_adopt (sandbox_mgr_t *self, registry_rec_t *rec)
         if (strcmp (list[i].status, "running") != 0)
             continue;
         err_t err = { 0 };
+        if (list[i].limits.disk_mb != rec->limits.disk_mb)
+            continue; /* a filesystem's size does not change */
         bool same = list[i].limits.memory_mb == rec->limits.memory_mb
                     && list[i].limits.cpus == rec->limits.cpus
                     && list[i].limits.pids == rec->limits.pids;
@@ -386,7 +397,49 @@ s_pool_adopt (sandbox_mgr_t *self, registry_rec_t *rec)
 }
 
 static const char *const s_create_keys[] = { "id", "keepalive_seconds", "env", "limits", NULL };
-static const char *const s_limit_keys[] = { "memory_mb", "cpus", "pids", NULL };
+static const char *const s_limit_keys[] = { "memory_mb", "cpus", "pids", "disk_mb", NULL };
+
+/* Admit a new writable layer of disk_mb only if the host can hold it and
+   everything already promised: free space minus disk_reserve_mb must cover
+   what every live sandbox may still write (its size minus what it uses)
+   plus disk_mb. So no tenant can fill the broker's disk. */
+static int
+s_disk_admit (sandbox_mgr_t *self, int64_t disk_mb, err_t *err)
+{
+    if (disk_mb <= 0)
+        return 0;
+    struct statvfs vfs;
+    if (statvfs (self->sandboxes_dir, &vfs) < 0)
+        return err_set (err, 500, "internal", "statvfs %s: %s", self->sandboxes_dir,
+                        strerror (errno));
+    int64_t free_mb = (int64_t)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    int64_t promised_mb = 0;
+    registry_rec_t *list = NULL;
+    size_t n = 0;
+    if (registry_list (self->reg, NULL, &list, &n, err) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (list[i].limits.disk_mb <= 0)
+            continue;
+        char layer[1300];
+        s_dir_of (self, list[i].cid, layer, sizeof layer);
+        strncat (layer, "/layer", sizeof layer - strlen (layer) - 1);
+        struct statvfs lv;
+        int64_t used_mb = 0;
+        if (statvfs (layer, &lv) == 0 && lv.f_frsize > 0)
+            used_mb = (int64_t)((unsigned long long)(lv.f_blocks - lv.f_bfree) * lv.f_frsize >> 20);
+        if (used_mb < list[i].limits.disk_mb)
+            promised_mb += list[i].limits.disk_mb - used_mb;
+    }
+    registry_list_free (list, n);
+    if (free_mb - self->cfg->disk_reserve_mb < promised_mb + disk_mb)
+        return err_set (err, 507, "insufficient_storage",
+                        "the broker's disk cannot hold another %lld MiB sandbox: %lld MiB free, "
+                        "%lld MiB promised to running sandboxes, %lld MiB kept in reserve",
+                        (long long)disk_mb, (long long)free_mb, (long long)promised_mb,
+                        (long long)self->cfg->disk_reserve_mb);
+    return 0;
+}
 
 int
 sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **out, int *created,
@@ -401,6 +454,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
     rec.limits.memory_mb = cfg->default_memory_mb;
     rec.limits.cpus = cfg->default_cpus;
     rec.limits.pids = cfg->default_pids;
+    rec.limits.disk_mb = cfg->default_disk_mb;
 
     if (jsonv_only_keys (body, "", s_create_keys, err) < 0
         || jsonv_string (body, "", "id", false, 63, &id, err) < 0
@@ -427,6 +481,15 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
             || jsonv_int (limits_obj, "limits.", "pids", false, 16, cfg->max_pids, &rec.limits.pids,
                           err)
                    < 0)
+            return -1;
+        json_t *disk = json_object_get (limits_obj, "disk_mb");
+        if (disk && cfg->default_disk_mb == 0)
+            return err_set (err, 400, "invalid_field",
+                            "field 'limits.disk_mb': this broker does not limit disk size "
+                            "(default_disk_mb = 0)");
+        if (jsonv_int (limits_obj, "limits.", "disk_mb", false, 64, cfg->max_disk_mb,
+                       &rec.limits.disk_mb, err)
+            < 0)
             return -1;
     }
 
@@ -486,7 +549,9 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
         adopted = s_pool_adopt (self, &rec);
         if (!adopted) {
             snprintf (rec.status, sizeof rec.status, "creating");
-            rc = registry_insert (self->reg, &rec, err);
+            rc = s_disk_admit (self, rec.limits.disk_mb, err);
+            if (rc == 0)
+                rc = registry_insert (self->reg, &rec, err);
         }
     }
     pthread_mutex_unlock (&self->lock);

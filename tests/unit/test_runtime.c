@@ -12,6 +12,7 @@
 #include "tap.h"
 
 #include <dirent.h>
+#include <sys/statfs.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -148,7 +149,7 @@ test_config (void)
     runtime_config_t cfg
         = { "runc", "/tmp/x/runc", "/usr/libexec/sandboxd/sandbox-agent", "/sandboxd", NULL };
     runtime_spec_t spec
-        = { "sbx-1", "/tmp/x/sandboxes/sbx-1", "/img/rootfs", "box", { 256, 0.5, 64 } };
+        = { "sbx-1", "/tmp/x/sandboxes/sbx-1", "/img/rootfs", "box", { 256, 0.5, 64, 0 } };
     json_t *c = runtime_build_config (&cfg, &spec);
     if (!s_ok (c != NULL, "config builds for a valid spec"))
         return;
@@ -355,7 +356,7 @@ test_config (void)
     json_decref (c);
 
     runtime_config_t cfg2 = { "runc", NULL, "/a", "sandboxd/", NULL };
-    runtime_spec_t spec2 = { "c2", "/tmp/x/c2", "/img", NULL, { 1024, 2, 0 } };
+    runtime_spec_t spec2 = { "c2", "/tmp/x/c2", "/img", NULL, { 1024, 2, 0, 0 } };
     c = runtime_build_config (&cfg2, &spec2);
     s_ok (c && strcmp (json_string_value (s_at (c, "linux.cgroupsPath")), "/sandboxd/c2") == 0
               && s_int (c, "linux.resources.memory.limit") == 1073741824
@@ -621,7 +622,7 @@ test_integration (void)
     }
     printf ("# lower layer: %s\n", it.lower);
     it.cfg = (runtime_config_t){ "runc", it.root, it.agent, it.parent, NULL };
-    runtime_spec_t spec = { it.cid[0], it.dir[0], it.lower, "sbx-host", { 256, 0.5, 64 } };
+    runtime_spec_t spec = { it.cid[0], it.dir[0], it.lower, "sbx-host", { 256, 0.5, 64, 0 } };
     err_t err;
     err_clear (&err);
     char path[1024], rootfs[1024];
@@ -726,8 +727,27 @@ test_integration (void)
     /* A start that fails says why. */
     runtime_config_t bad = it.cfg;
     bad.agent_path = "/nonexistent/sandbox-agent";
-    runtime_spec_t spec1 = { it.cid[1], it.dir[1], it.lower, NULL, { 64, 0.1, 16 } };
+    /* This one also has a size-limited writable layer (64 MiB). */
+    runtime_spec_t spec1 = { it.cid[1], it.dir[1], it.lower, NULL, { 64, 0.1, 16, 64 } };
+    char layer1[1100], upper1[1100], image1[1100];
+    snprintf (layer1, sizeof layer1, "%s/layer", it.dir[1]);
+    snprintf (upper1, sizeof upper1, "%s/layer/upper", it.dir[1]);
+    snprintf (image1, sizeof image1, "%s/layer.img", it.dir[1]);
     rc = runtime_prepare (&bad, &spec1, &err);
+    struct statfs lfs;
+    bool layer_ok = rc == 0 && s_mounts_at (layer1) == 1 && statfs (layer1, &lfs) == 0
+                    && lfs.f_type == 0xEF53 /* ext4 */
+                    && (int64_t)lfs.f_blocks * lfs.f_bsize <= 64LL << 20
+                    && (int64_t)lfs.f_blocks * lfs.f_bsize > 48LL << 20 && stat (upper1, &st) == 0
+                    && (st.st_mode & 0777) == 0755;
+    s_ok (layer_ok, "disk_mb 64: upper/ on a 64 MiB ext4 layer (%s)", err.message);
+    s_ok (rc == 0 && runtime_prepare (&bad, &spec1, &err) == 0 && s_mounts_at (layer1) == 1,
+          "prepare again keeps one layer mount");
+    if (stat (image1, &st) == 0)
+        s_ok (st.st_blocks * 512 < (8LL << 20), "the layer image is sparse (%lld KiB on disk)",
+              (long long)st.st_blocks / 2);
+    else
+        s_ok (false, "layer.img exists");
     if (rc == 0)
         rc = runtime_start (&bad, &spec1, &err);
     s_ok (rc < 0 && err.status == 500 && strstr (err.message, "nonexistent"),
@@ -736,6 +756,20 @@ test_integration (void)
     err_clear (&err);
     s_ok (runtime_destroy (&bad, it.cid[1], it.dir[1], &err) == 0, "destroy after failed start: %s",
           err.message);
+    s_ok (s_mounts_at (layer1) == 0 && stat (it.dir[1], &st) < 0,
+          "destroy unmounts the layer and removes its image");
+    bool loop_left = false;
+    DIR *blocks = opendir ("/sys/block");
+    for (struct dirent *e; blocks && (e = readdir (blocks));) {
+        char bf[512];
+        snprintf (bf, sizeof bf, "/sys/block/%s/loop/backing_file", e->d_name);
+        char *b = strncmp (e->d_name, "loop", 4) ? NULL : s_read (bf);
+        loop_left |= b && strstr (b, it.dir[1]);
+        free (b);
+    }
+    if (blocks)
+        closedir (blocks);
+    s_ok (!loop_left, "no loop device left on the layer image");
 
     t0 = util_mono_us ();
     rc = runtime_destroy (&it.cfg, it.cid[0], it.dir[0], &err);
