@@ -500,7 +500,11 @@ class Sandbox:
                          timeout=3600.0) or {}
 
     def list_backups(self) -> List[Dict[str, Any]]:
+        """Every backup of the tenant (they outlive their sandbox)."""
         return list(self._req("GET", "/backups").get("backups", []))
+
+    def get_backup(self, backup_id: str) -> Dict[str, Any]:
+        return self._req("GET", "/backups/%s" % quote(backup_id, safe=""))
 
     def delete_backup(self, backup_id: str) -> None:
         self._req("DELETE", "/backups/%s" % quote(backup_id, safe=""))
