@@ -9,8 +9,8 @@ prints one TAP line per pytest test, read from pytest's JUnit XML. A test
 pytest skipped is a TAP skip only when it skipped because the broker has no
 such route yet (ports, mounts, backups built on other branches); any other
 skip is a failure. The client needs Debian's python3-requests and
-python3-pytest (installed by ./bootstrap); SANDBOXD_PYTHON overrides the
-interpreter."""
+python3-pytest, and python3-venv for the offline install test (all
+installed by ./bootstrap); SANDBOXD_PYTHON overrides the interpreter."""
 
 import os
 import subprocess

@@ -43,7 +43,7 @@ def test_offline_install_and_readme_example(tmp_path, broker_url: str, token: st
     env.update(HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9",
                https_proxy="http://127.0.0.1:9", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     env.pop("PYTHONPATH", None)
-    p = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-index", CLIENT_DIR], env=env,
+    p = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-index", "--no-cache-dir", CLIENT_DIR], env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Successfully installed sandboxd-client-0.1.0" in p.stdout
