@@ -45,7 +45,7 @@ def _wait(seconds: Optional[float]) -> float:
 def _abs(path: str) -> str:
     """A sandbox path made absolute: relative ones are under /workspace."""
     if not path:
-        raise ValueError("path must not be empty")
+        raise SandboxError(None, "invalid_path", "path must not be empty")
     return path if path.startswith("/") else "/workspace/" + path
 
 

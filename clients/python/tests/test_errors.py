@@ -59,3 +59,9 @@ def test_connection_refused() -> None:
             m.list_sandboxes()
     assert ei.value.status is None
     assert ei.value.code == "connection_error"
+
+
+def test_empty_path_is_a_sandbox_error(sandbox: Sandbox) -> None:
+    with pytest.raises(SandboxError) as ei:
+        sandbox.read_file("")
+    assert ei.value.status is None and ei.value.code == "invalid_path"

@@ -98,3 +98,14 @@ def test_stream_timeout_complete_event(sandbox: Sandbox) -> None:
     assert isinstance(end, CompleteEvent), events
     assert end.timed_out and end.exit_code == 137
     assert not any(isinstance(e, ErrorEvent) for e in events)
+
+
+def test_threads_share_one_manager(sandbox: Sandbox) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: sandbox.exec("sleep 1; echo %d" % i, cwd="/tmp"), range(4)))
+    took = time.monotonic() - t0
+    assert [r.stdout for r in results] == ["0\n", "1\n", "2\n", "3\n"]
+    assert took < 3.5, "four 1 s commands from four threads run in parallel (%.1f s)" % took
