@@ -387,6 +387,60 @@ def test_mount_examples(t, b):
     b.post("/v1/sandboxes/sb-123/env", {"R2_ACCESS_KEY_ID": None, "R2_SECRET_ACCESS_KEY": None})
 
 
+EXEC_KEYS = {"sandboxId", "stdout", "stderr", "exit_code", "duration_ms", "timed_out", "truncated"}
+
+
+def test_scenarios_two_and_three(t, b):
+    """Section 6, scenarios 2 and 3, as written. Without the native mounts
+    module the mount steps answer 501 and /data stays absent, so the
+    commands on it fail inside the sandbox: their answers are still the
+    documented exec results."""
+    L(b, "POST", "/session?session_id=s1", '{"cwd":"/tmp"}')  # harmless if it exists
+    r = L(b, "POST", "/lifecycle", '{"options":{"keepAlive":true}}')
+    t.eq(r.status, 200, "scenario 2 step 1", r)
+    r = L(b, "POST", "/mount-bucket", '''{
+    "bucket": "my-r2-bucket",
+    "mountPath": "/data",
+    "options": {
+      "endpoint": "https://YOUR_ACCOUNT_ID.r2.cloudflarestorage.com"
+    }
+  }''')
+    t.ok(r.status in (400, 501) and set(r.body) == set(MOUNT_IDS) | {"error"}, "step 2: the "
+         "mount answer has the document's error shape", r)
+    for cmd in ('{"command": "ls -la /data"}', '{"command": "cat /data/my-file.txt"}',
+                '{"command": "echo \\"Hello from sandbox\\" > /data/output.txt"}'):
+        r = L(b, "POST", "/exec", cmd)
+        t.ok(r.status == 200 and set(r.body) == EXEC_KEYS and r.get("exit_code") != 0,
+             "scenario 2 exec %s: 200 with the exec result (no /data here)" % cmd, r)
+    r = L(b, "DELETE", "/unmount-bucket?mountPath=/data")
+    t.ok(r.status == 501 and set(r.body) == {"sandboxId", "sessionId", "mountPath", "error"},
+         "step 6: unmount answer in the document's shape", r)
+    r = L(b, "POST", "/session?session_id=data-processing", '''{
+    "session": {
+      "cwd": "/workspace",
+      "env": {"BUCKET_PATH": "/data"}
+    }
+  }''')
+    t.eq(r.status, 201, "scenario 3 step 2: session data-processing", r)
+    r = L(b, "POST", "/mount-bucket", '''{
+    "bucket": "my-r2-bucket",
+    "mountPath": "/data",
+    "sessionId": "data-processing",
+    "options": {
+      "endpoint": "https://YOUR_ACCOUNT_ID.r2.cloudflarestorage.com"
+    }
+  }''')
+    t.ok(r.get("sessionId") == "data-processing" and "error" in r.body, "step 3: mount in the "
+         "session names it", r)
+    r = L(b, "POST", "/session/exec?session_id=data-processing", '{"command": "cd $BUCKET_PATH && ls -la"}')
+    t.ok(r.status == 200 and set(r.body) == EXEC_KEYS | {"sessionId"} and "/data" in r.get("stderr", ""),
+         "step 4: the session's BUCKET_PATH is /data (cd fails without the mount)", r)
+    r = L(b, "DELETE", "/unmount-bucket?mountPath=/data&sessionId=data-processing")
+    t.ok(r.status == 501 and r.get("sessionId") == "data-processing", "step 5: unmount in the session", r)
+    r = L(b, "DELETE", "/session?session_id=data-processing")
+    t.eq(r.status, 200, "step 6: delete the session", r)
+
+
 def test_mount_validation(t, b):
     ok_opts = '"options":{"endpoint":"%s","credentials":{"accessKeyId":"a","secretAccessKey":"b"}}' % ENDPOINT
     cases = [
@@ -523,7 +577,7 @@ if __name__ == "__main__":
         if broker.start():
             for fn in (test_lifecycle_examples, test_sleep_after, test_exec_examples,
                        test_session_examples, test_session_precedence, test_scenario_one,
-                       test_mount_examples, test_mount_validation, test_errors_and_isolation,
+                       test_mount_examples, test_scenarios_two_and_three, test_mount_validation, test_errors_and_isolation,
                        test_idle_timer, test_destroy, test_no_internal_errors):
                 if not broker.alive():
                     tap.ok(False, "broker is running before %s" % fn.__name__)
