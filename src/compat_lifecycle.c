@@ -555,8 +555,8 @@ s_session_exec (lc_t *c)
         s_shell_quote (wrapped, size, cwd);
         size_t n = strlen (wrapped);
         snprintf (wrapped + n, size - n,
-                  "; then { %s\n}; __sbx_rc=$?; cd -- \"$__sbx_owd\"; unset __sbx_owd; eval "
-                  "\"unset __sbx_rc; (exit $__sbx_rc)\"; fi",
+                  "; then { %s\n}; __sbx_crc=$?; cd -- \"$__sbx_owd\"; unset __sbx_owd; eval "
+                  "\"unset __sbx_crc; (exit $__sbx_crc)\"; else (exit 1); fi",
                   command);
         json_object_del (nb, "cwd");
         json_object_set_new (nb, "command", json_string (wrapped));

@@ -12,6 +12,7 @@ serving the surface at / while /v1 still works.
 
 The contract is the reference document, docs/compat.md and issue 7."""
 
+import json
 import os
 import sys
 import time
@@ -272,6 +273,15 @@ def test_session_precedence(t, b):
     t.eq(r.get("stdout"), "/var\nyes\nfn\n", "session exec keeps cwd, exports and functions", r)
     r = L(b, "POST", "/session/exec?session_id=pb", '{"command":"pwd; echo ${KEPT:-unset}"}')
     t.eq(r.get("stdout"), "/usr\nunset\n", "another session does not see them", r)
+    odd = "/tmp/it's $(x)"
+    L(b, "POST", "/exec", json.dumps({"command": "mkdir -p \"$D\"", "options": {"env": {"D": odd}}}))
+    r = L(b, "POST", "/session/exec?session_id=pa",
+          json.dumps({"command": "pwd; (exit 7)", "options": {"cwd": odd}}))
+    t.ok(r.get("stdout") == "/tmp/it's $(x)\n" and r.get("exit_code") == 7,
+         "options.cwd with a quote and $(...) in its name is taken literally; the exit code "
+         "of the command comes back", r)
+    r = L(b, "POST", "/session/exec?session_id=pa", '{"command":"pwd; echo $KEPT"}')
+    t.eq(r.get("stdout"), "/var\nyes\n", "and the session is back in its own directory", r)
     r = L(b, "POST", "/session/exec?session_id=pa", '{"command":"exit 3"}')
     t.ok(r.get("exit_code") == 3, "exit status comes back", r)
     r = L(b, "POST", "/session/exec?session_id=pa", '{"command":"pwd","options":{"cwd":"/nope"}}')
