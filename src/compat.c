@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct {
     const char *name;
@@ -45,9 +46,19 @@ compat_lookup (const config_t *cfg, const char *url, const char **rest)
     return NULL;
 }
 
+/* A body set earlier gives way to the new one. */
+static void
+s_drop_fd (compat_response_t *resp)
+{
+    if (resp->has_body_fd)
+        close (resp->body_fd);
+    resp->has_body_fd = false;
+}
+
 int
 compat_json (compat_response_t *resp, unsigned status, json_t *body)
 {
+    s_drop_fd (resp);
     char *text = body ? json_dumps (body, JSON_COMPACT) : NULL;
     json_decref (body);
     free (resp->body);
@@ -62,6 +73,7 @@ int
 compat_bytes (compat_response_t *resp, unsigned status, const char *ctype, const void *data,
               size_t len)
 {
+    s_drop_fd (resp);
     free (resp->body);
     resp->body = NULL;
     resp->len = 0;
@@ -80,6 +92,16 @@ compat_bytes (compat_response_t *resp, unsigned status, const char *ctype, const
     return 0;
 }
 
+int
+compat_file (compat_response_t *resp, unsigned status, const char *ctype, int fd, int64_t len)
+{
+    compat_bytes (resp, status, ctype, NULL, 0);
+    resp->has_body_fd = true;
+    resp->body_fd = fd;
+    resp->body_fd_len = len;
+    return 0;
+}
+
 void
 compat_add_header (compat_response_t *resp, const char *name, const char *value)
 {
@@ -94,5 +116,6 @@ void
 compat_response_clear (compat_response_t *resp)
 {
     free (resp->body);
+    s_drop_fd (resp);
     memset (resp, 0, sizeof *resp);
 }

@@ -7,7 +7,9 @@
 #define SANDBOXD_COMPAT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "auth.h"
 #include "config.h"
@@ -44,6 +46,11 @@ typedef struct {
     char *body;            /* malloc'd, owned by the response; may be NULL */
     size_t len;
     int nheaders; /* extra response headers (CORS, Content-Disposition, ...) */
+    /* Instead of body: send body_fd's first body_fd_len bytes (a file,
+       streamed, never held in memory). Owned by the response. */
+    bool has_body_fd;
+    int body_fd;
+    int64_t body_fd_len;
     struct {
         char name[64];
         char value[256];
@@ -64,6 +71,9 @@ compat_handler_fn *compat_lookup (const config_t *cfg, const char *url, const ch
 int compat_json (compat_response_t *resp, unsigned status, json_t *body); /* steals body */
 int compat_bytes (compat_response_t *resp, unsigned status, const char *ctype, const void *data,
                   size_t len);
+/* The body is the open file fd (stolen, closed when the response is done),
+   len bytes from its start. */
+int compat_file (compat_response_t *resp, unsigned status, const char *ctype, int fd, int64_t len);
 void compat_add_header (compat_response_t *resp, const char *name, const char *value);
 void compat_response_clear (compat_response_t *resp);
 

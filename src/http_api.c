@@ -967,8 +967,13 @@ s_compat (http_api_t *self, struct MHD_Connection *conn, const char *method, con
     };
     compat_response_t resp = { 0 };
     fn (&env, &creq, &resp);
-    struct MHD_Response *r = MHD_create_response_from_buffer (resp.len, resp.body ? resp.body : "",
-                                                              MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r
+        = resp.has_body_fd
+              ? MHD_create_response_from_fd64 ((uint64_t)resp.body_fd_len, resp.body_fd)
+              : MHD_create_response_from_buffer (resp.len, resp.body ? resp.body : "",
+                                                 MHD_RESPMEM_MUST_COPY);
+    if (r && resp.has_body_fd)
+        resp.has_body_fd = false; /* the response closes it */
     if (!r) {
         compat_response_clear (&resp);
         return MHD_NO;
