@@ -760,9 +760,16 @@ class Broker:
                  "exit status %s" % (self.proc and self.proc.poll()))
             exited = self.stop()
             t.ok(exited, "%s exits within 10 s of SIGTERM" % self.name)
+            t.eq(self.proc.returncode, 0, "%s exits with status 0 (a sanitizer report would change it)"
+                 % self.name)
         elif self.ever_started:
             t.ok(False, "%s is still running at the end of the file" % self.name,
                  "exit status %s" % self.proc.poll())
+        # Built with --enable-asan, any AddressSanitizer, LeakSanitizer or
+        # UBSan report in any of this broker's runs fails the file.
+        reports = [line for line in self.log_text().splitlines()
+                   if re.search(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |SUMMARY: \w+Sanitizer", line)]
+        t.ok(not reports, "%s: no sanitizer report in its logs" % self.name, "\n".join(reports[:20]))
         left = leftovers(self.state, self.cids, self.cgroups_before)
         for kind, what in [("containers", "runtime containers"), ("mounts", "mounts under the state dir"),
                            ("cgroups", "cgroup directories"), ("files", "sandbox directories")]:
