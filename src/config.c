@@ -56,6 +56,9 @@ config_defaults (config_t *cfg)
     cfg->max_upload_bytes = 8LL << 30;
     cfg->max_image_pixels = 0;
     cfg->max_image_side = 0;
+    snprintf (cfg->preview_domain, sizeof cfg->preview_domain, "localhost");
+    cfg->max_ports_per_sandbox = 16;
+    cfg->proxy_timeout_seconds = 300;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -107,6 +110,9 @@ static const key_t_ s_keys[] = {
     { I (max_image_pixels, 0, 100000000) },
     { I (max_image_side, 0, 65535) },
     { S (compat_root) },
+    { S (preview_domain) },
+    { I (max_ports_per_sandbox, 1, 1024) },
+    { I (proxy_timeout_seconds, 1, 86400) },
 };
 
 int
@@ -214,6 +220,14 @@ config_validate (const config_t *cfg, err_t *err)
         return err_set (err, 400, "invalid_config", "a default limit exceeds its maximum");
     if (cfg->state_dir[0] != '/' || cfg->image_dir[0] != '/')
         return err_set (err, 400, "invalid_config", "state_dir and image_dir must be absolute");
+    for (const char *c = cfg->preview_domain; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+              || *c == '-' || *c == '.'))
+            return err_set (err, 400, "invalid_config",
+                            "preview_domain: a host name like localhost or preview.example.com");
+    if (!cfg->preview_domain[0] || cfg->preview_domain[0] == '.')
+        return err_set (err, 400, "invalid_config",
+                        "preview_domain: a host name like localhost or preview.example.com");
     if (!strchr (cfg->listen, ':'))
         return err_set (err, 400, "invalid_config", "listen: expected ADDR:PORT");
     return 0;
