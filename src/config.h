@@ -36,9 +36,9 @@ typedef struct {
     int64_t warm_sandboxes;
     int64_t max_upload_bytes;                 /* one raw PUT to /files */
     int64_t max_image_pixels, max_image_side; /* 0 = keep images as they are */
-    char preview_domain[128];       /* preview URLs: {port}-{id}-{token}.<domain> */
-    int64_t max_ports_per_sandbox;  /* exposed ports */
-    int64_t proxy_timeout_seconds;  /* a proxied upstream's silence before 504 */
+    char preview_domain[128];                 /* preview URLs: {port}-{id}-{token}.<domain> */
+    int64_t max_ports_per_sandbox;            /* exposed ports */
+    int64_t proxy_timeout_seconds;            /* a proxied upstream's silence before 504 */
     char compat_root[32]; /* a compat surface (docs/compat.md) also served at / */
 } config_t;
 

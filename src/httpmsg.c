@@ -200,9 +200,16 @@ httpmsg_parse_response (char *buf, size_t len, httpmsg_head_t *h, char *why, siz
 bool
 httpmsg_hop_by_hop (const char *name)
 {
-    static const char *const hop[]
-        = { "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-            "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", NULL };
+    static const char *const hop[] = { "Connection",
+                                       "Keep-Alive",
+                                       "Proxy-Connection",
+                                       "Proxy-Authenticate",
+                                       "Proxy-Authorization",
+                                       "TE",
+                                       "Trailer",
+                                       "Transfer-Encoding",
+                                       "Upgrade",
+                                       NULL };
     for (int i = 0; hop[i]; i++)
         if (!strcasecmp (name, hop[i]))
             return true;

@@ -263,8 +263,7 @@ ports_parse (const char *s, const char *field, err_t *err)
         v = v * 10 + (s[i] - '0');
     }
     if (!s || i == 0 || s[i] || s[0] == '0' || v < 1 || v > 65535)
-        return err_set (err, 400, "invalid_field", "%s: must be an integer from 1 to 65535",
-                        field);
+        return err_set (err, 400, "invalid_field", "%s: must be an integer from 1 to 65535", field);
     return (int)v;
 }
 
@@ -278,8 +277,7 @@ s_port_json (ports_t *self, const sbx_t *s, const port_t *p)
     snprintf (path, sizeof path, "/v1/sandboxes/%s/ports/%d/", s->id, p->port);
     return json_pack ("{s:i, s:o, s:s, s:s, s:s, s:s}", "port", p->port, "name",
                       p->has_name ? json_string (p->name) : json_null (), "url", url, "path", path,
-                      "token", p->token, "created_at",
-                      util_iso8601 (p->created_at, ts, sizeof ts));
+                      "token", p->token, "created_at", util_iso8601 (p->created_at, ts, sizeof ts));
 }
 
 /* Find (or, when the started hook has not seen it, add) the entry of the
@@ -400,8 +398,8 @@ ports_list (ports_t *self, const char *tenant, const char *id, json_t **out, err
 }
 
 int
-ports_unexpose (ports_t *self, const char *tenant, const char *id, const char *port_s,
-                json_t **out, err_t *err)
+ports_unexpose (ports_t *self, const char *tenant, const char *id, const char *port_s, json_t **out,
+                err_t *err)
 {
     err_t lerr = { 0 };
     sbx_t *s = s_lock_sandbox (self, tenant, id, false, &lerr);

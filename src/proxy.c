@@ -22,7 +22,7 @@
 /* Upstream response heads larger than this are refused with a 502. */
 #define PROXY_HEAD_MAX (64 * 1024)
 /* Response bodies are relayed in blocks of this size. */
-#define PROXY_BLOCK (256 * 1024)
+#define PROXY_BLOCK  (256 * 1024)
 #define PROXY_WS_BUF (64 * 1024)
 
 struct _proxy_t {
@@ -353,8 +353,8 @@ proxy_begin (proxy_t *self, struct MHD_Connection *conn, const char *method, con
     s_add (&b, "\r\n", 2);
     if (b.failed || s_send_all (p->up, b.s, b.len, p->timeout_ms) < 0) {
         free (b.s);
-        err_set (&err, 502, "upstream_failed", "sending the request to port %d in sandbox %s failed",
-                 port, p->id);
+        err_set (&err, 502, "upstream_failed",
+                 "sending the request to port %d in sandbox %s failed", port, p->id);
         proxy_req_free (&p);
         goto fail;
     }
@@ -401,8 +401,8 @@ s_wait_readable (int fd, int client_fd, int timeout_ms)
 {
     int waited = 0;
     for (;;) {
-        struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
-                               { .fd = client_fd, .events = POLLRDHUP } };
+        struct pollfd p[2]
+            = { { .fd = fd, .events = POLLIN }, { .fd = client_fd, .events = POLLRDHUP } };
         int slice = timeout_ms - waited < 1000 ? timeout_ms - waited : 1000;
         int r = poll (p, client_fd >= 0 ? 2 : 1, slice);
         if (r < 0 && errno == EINTR)
@@ -513,7 +513,8 @@ s_ws_relay (void *cls, struct MHD_Connection *conn, void *con_cls, const char *e
     free (ws->buf);
     ws->buf = malloc (PROXY_WS_BUF);
     while (ok && ws->buf) {
-        struct pollfd p[2] = { { .fd = sock, .events = POLLIN }, { .fd = ws->up, .events = POLLIN } };
+        struct pollfd p[2]
+            = { { .fd = sock, .events = POLLIN }, { .fd = ws->up, .events = POLLIN } };
         int r = poll (p, 2, -1);
         if (r < 0 && errno == EINTR)
             continue;
@@ -558,8 +559,7 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
 {
     proxy_req_t *p = *p_p;
     err_t err = { 0 };
-    if (p->chunked_up && !p->send_failed
-        && s_send_all (p->up, "0\r\n\r\n", 5, p->timeout_ms) < 0)
+    if (p->chunked_up && !p->send_failed && s_send_all (p->up, "0\r\n\r\n", 5, p->timeout_ms) < 0)
         p->send_failed = true;
 
     /* Read the head (skipping 1xx interim answers but a 101). */
@@ -594,8 +594,7 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
                 continue;
             if (k <= 0) {
                 err_set (&err, 502, "upstream_failed",
-                         "the server in sandbox %s closed the connection without answering",
-                         p->id);
+                         "the server in sandbox %s closed the connection without answering", p->id);
                 goto fail;
             }
             len += (size_t)k;

@@ -85,8 +85,8 @@ test_response_head (void)
                "X-Multi: a\r\nX-Multi:  b  \r\n\r\nbody";
     size_t hl = httpmsg_head_end (a, strlen (a));
     ok (hl == strlen (a) - 4, "the head ends before the body");
-    ok (httpmsg_parse_response (a, hl, &h, why, sizeof why) == 0 && h.status == 200
-            && h.minor == 1 && h.content_length == 12 && !h.chunked && h.nheaders == 4,
+    ok (httpmsg_parse_response (a, hl, &h, why, sizeof why) == 0 && h.status == 200 && h.minor == 1
+            && h.content_length == 12 && !h.chunked && h.nheaders == 4,
         "a 200 with Content-Length 12 and four headers");
     ok (!strcmp (h.headers[3].name, "X-Multi") && !strcmp (h.headers[3].value, "b"),
         "repeated headers are kept, values trimmed");
