@@ -441,17 +441,16 @@ ports_unexpose (ports_t *self, const char *tenant, const char *id, const char *p
     return 0;
 }
 
-/* Fill t from s (locked); dup the namespace descriptor so that a delete
-   meanwhile cannot close it under the caller. */
+/* Fill t from s (locked). */
 static int
 s_fill_target (const sbx_t *s, int port, ports_target_t *t, err_t *err)
 {
     memset (t, 0, sizeof *t);
-    t->netns = s->netns >= 0 ? fcntl (s->netns, F_DUPFD_CLOEXEC, 0) : -1;
     t->port = port;
+    snprintf (t->cid, sizeof t->cid, "%s", s->cid);
     snprintf (t->tenant, sizeof t->tenant, "%s", s->tenant);
     snprintf (t->id, sizeof t->id, "%s", s->id);
-    if (t->netns < 0)
+    if (s->netns < 0)
         return err_set (err, 502, "sandbox_unreachable",
                         "the network of sandbox %s cannot be reached", s->id);
     return 0;
@@ -505,23 +504,24 @@ ports_target_by_host (ports_t *self, int port, const char *label, const char *to
     return rc;
 }
 
-void
-ports_target_clear (ports_target_t *t)
-{
-    if (t && t->netns >= 0) {
-        close (t->netns);
-        t->netns = -1;
-    }
-}
-
 int
 ports_connect (ports_t *self, const ports_target_t *t, err_t *err)
 {
     /* setns changes the calling thread only; the socket keeps the namespace
-       it was made in, so the connect can happen back home. */
-    if (setns (t->netns, CLONE_NEWNET) < 0)
+       it was made in, so the connect can happen back home. Under the lock,
+       so that a delete cannot close the namespace descriptor meanwhile. */
+    pthread_mutex_lock (&self->lock);
+    sbx_t *s = s_find (self, t->cid);
+    if (!s || s->netns < 0) {
+        pthread_mutex_unlock (&self->lock);
+        return err_set (err, 502, "sandbox_unreachable",
+                        "the network of sandbox %s cannot be reached", t->id);
+    }
+    if (setns (s->netns, CLONE_NEWNET) < 0) {
+        pthread_mutex_unlock (&self->lock);
         return err_set (err, 502, "sandbox_unreachable", "entering the network of sandbox %s: %s",
                         t->id, strerror (errno));
+    }
     int fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int saved = errno;
     if (setns (self->self_netns, CLONE_NEWNET) < 0) {
@@ -529,12 +529,15 @@ ports_connect (ports_t *self, const ports_target_t *t, err_t *err)
         log_error ("cannot return to the broker's network namespace: %s", strerror (errno));
         abort ();
     }
+    pthread_mutex_unlock (&self->lock);
     if (fd < 0)
         return err_set (err, 502, "sandbox_unreachable", "socket: %s", strerror (saved));
     int one = 1;
     setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct timeval tv = { .tv_sec = (time_t)self->cfg->proxy_timeout_seconds };
     setsockopt (fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct timeval slice = { .tv_sec = 1 };
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof slice);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t)t->port) };
     a.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
     if (connect (fd, (struct sockaddr *)&a, sizeof a) < 0) {

@@ -41,11 +41,10 @@ int ports_unexpose (ports_t *self, const char *tenant, const char *id, const cha
    -1 with a 400 naming field otherwise. */
 int ports_parse (const char *s, const char *field, err_t *err);
 
-/* Where a proxied request goes. netns is a descriptor of the sandbox's
-   network namespace owned by the target (close with ports_target_clear). */
+/* Where a proxied request goes: a sandbox (by container id) and a port. */
 typedef struct {
-    int netns;
     int port;
+    char cid[64];
     char tenant[64];
     char id[64];
 } ports_target_t;
@@ -61,11 +60,10 @@ int ports_target_by_path (ports_t *self, const char *tenant, const char *id, int
 int ports_target_by_host (ports_t *self, int port, const char *label, const char *token,
                           ports_target_t *t, err_t *err);
 
-void ports_target_clear (ports_target_t *t);
-
 /* A TCP socket connected to 127.0.0.1:t->port inside the sandbox's network
-   namespace (blocking, close-on-exec). -1 with a 502 when nothing listens
-   there. */
+   namespace (blocking, close-on-exec; a receive times out every second so
+   that a waiting reader can look around). -1 with a 502 when nothing
+   listens there or the sandbox is gone. */
 int ports_connect (ports_t *self, const ports_target_t *t, err_t *err);
 
 #endif

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@
 /* Upstream response heads larger than this are refused with a 502. */
 #define PROXY_HEAD_MAX (64 * 1024)
 /* Response bodies are relayed in blocks of this size. */
-#define PROXY_BLOCK  (256 * 1024)
+#define PROXY_BLOCK  (64 * 1024)
 #define PROXY_WS_BUF (64 * 1024)
 
 struct _proxy_t {
@@ -33,7 +34,11 @@ struct _proxy_t {
 
 struct _proxy_req_t {
     proxy_t *proxy;
-    int up;          /* the upstream socket inside the sandbox */
+    ports_target_t target;
+    int up;         /* the upstream socket inside the sandbox */
+    bool reused;    /* up was kept from an earlier request: it may be stale */
+    char *head_buf; /* the request head, kept to resend on a fresh connection */
+    size_t head_len;
     int client_fd;   /* the client's socket, to notice it leave */
     bool chunked_up; /* the request body is re-chunked upstream */
     bool send_failed;
@@ -42,6 +47,84 @@ struct _proxy_req_t {
     int timeout_ms;
     char id[64];
 };
+
+/* --- idle upstream connections -------------------------------------------------
+   One idle upstream connection per client connection, kept for the next
+   request on it (a new connection per request costs a server such as
+   python's http.server an accept and a thread each time). http_api runs
+   libmicrohttpd with a thread per connection, so thread-local storage is
+   per client connection; the key's destructor closes the socket when that
+   thread ends. A kept connection is only taken again for the same sandbox
+   and port, after that request has been authorised like any other. */
+
+typedef struct {
+    int fd;
+    int port;
+    char cid[64];
+} idle_t;
+
+static pthread_key_t s_idle_key;
+static pthread_once_t s_idle_once = PTHREAD_ONCE_INIT;
+
+static void
+s_idle_destroy (void *v)
+{
+    idle_t *i = v;
+    if (i->fd >= 0)
+        close (i->fd);
+    free (i);
+}
+
+static void
+s_idle_init (void)
+{
+    pthread_key_create (&s_idle_key, s_idle_destroy);
+}
+
+/* The kept connection to (cid, port), or -1. */
+static int
+s_idle_take (const char *cid, int port)
+{
+    pthread_once (&s_idle_once, s_idle_init);
+    idle_t *i = pthread_getspecific (s_idle_key);
+    if (!i || i->fd < 0)
+        return -1;
+    int fd = i->fd;
+    i->fd = -1;
+    if (i->port != port || strcmp (i->cid, cid)) {
+        close (fd);
+        return -1;
+    }
+    /* Readable while idle: the server closed it (or sent what it should
+       not have). Either way it cannot carry a request. */
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (poll (&p, 1, 0) != 0) {
+        close (fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void
+s_idle_put (int fd, const char *cid, int port)
+{
+    pthread_once (&s_idle_once, s_idle_init);
+    idle_t *i = pthread_getspecific (s_idle_key);
+    if (!i) {
+        i = calloc (1, sizeof *i);
+        if (!i || pthread_setspecific (s_idle_key, i) != 0) {
+            free (i);
+            close (fd);
+            return;
+        }
+        i->fd = -1;
+    }
+    if (i->fd >= 0)
+        close (i->fd);
+    i->fd = fd;
+    i->port = port;
+    snprintf (i->cid, sizeof i->cid, "%s", cid);
+}
 
 /* --- small helpers ---------------------------------------------------------- */
 
@@ -220,6 +303,7 @@ proxy_req_free (proxy_req_t **p_p)
         return;
     if ((*p_p)->up >= 0)
         close ((*p_p)->up);
+    free ((*p_p)->head_buf);
     free (*p_p);
     *p_p = NULL;
 }
@@ -238,7 +322,7 @@ proxy_begin (proxy_t *self, struct MHD_Connection *conn, const char *method, con
     if (!self || !raw_uri)
         return 0;
     err_t err = { 0 };
-    ports_target_t t = { .netns = -1 };
+    ports_target_t t = { 0 };
     const char *host = s_hdr (conn, "Host");
     const char *target = raw_uri;
     char prefix[128] = "";
@@ -294,8 +378,19 @@ proxy_begin (proxy_t *self, struct MHD_Connection *conn, const char *method, con
     const char *upgrade = s_hdr (conn, "Upgrade");
     p->upgrade = upgrade && connection && httpmsg_has_token (connection, "upgrade")
                  && httpmsg_has_token (upgrade, "websocket");
-    p->up = ports_connect (self->ports, &t, &err);
-    ports_target_clear (&t);
+    const char *cl = s_hdr (conn, "Content-Length");
+    const char *te = s_hdr (conn, "Transfer-Encoding");
+    p->chunked_up = te && httpmsg_has_token (te, "chunked");
+    /* A kept connection may turn out stale only once the request is on
+       it; then the request is sent again on a fresh one, which is only
+       possible without a body (the body streams and is not kept). */
+    bool replayable = !p->upgrade && !p->chunked_up && (!cl || !strcmp (cl, "0"));
+    p->target = t;
+    if (replayable)
+        p->up = s_idle_take (p->target.cid, port);
+    p->reused = p->up >= 0;
+    if (p->up < 0)
+        p->up = ports_connect (self->ports, &p->target, &err);
     if (p->up < 0) {
         proxy_req_free (&p);
         goto fail;
@@ -336,35 +431,45 @@ proxy_begin (proxy_t *self, struct MHD_Connection *conn, const char *method, con
     s_header (&b, "X-Forwarded-Proto", "http");
     if (prefix[0])
         s_header (&b, "X-Forwarded-Prefix", prefix);
-    const char *cl = s_hdr (conn, "Content-Length");
-    const char *te = s_hdr (conn, "Transfer-Encoding");
-    if (te && httpmsg_has_token (te, "chunked")) {
-        p->chunked_up = true;
+    if (p->chunked_up)
         s_header (&b, "Transfer-Encoding", "chunked");
-    }
     else if (cl)
         s_header (&b, "Content-Length", cl);
     if (p->upgrade) {
         s_header (&b, "Connection", "Upgrade");
         s_header (&b, "Upgrade", upgrade);
     }
-    else
-        s_header (&b, "Connection", "close");
     s_add (&b, "\r\n", 2);
-    if (b.failed || s_send_all (p->up, b.s, b.len, p->timeout_ms) < 0) {
+    bool sent = !b.failed && s_send_all (p->up, b.s, b.len, p->timeout_ms) == 0;
+    if (!sent && !b.failed && p->reused) {
+        close (p->up);
+        p->reused = false;
+        p->up = ports_connect (self->ports, &p->target, &err);
+        if (p->up < 0) {
+            free (b.s);
+            proxy_req_free (&p);
+            goto fail;
+        }
+        sent = s_send_all (p->up, b.s, b.len, p->timeout_ms) == 0;
+    }
+    if (!sent) {
         free (b.s);
         err_set (&err, 502, "upstream_failed",
                  "sending the request to port %d in sandbox %s failed", port, p->id);
         proxy_req_free (&p);
         goto fail;
     }
-    free (b.s);
+    if (p->reused) {
+        p->head_buf = b.s;
+        p->head_len = b.len;
+    }
+    else
+        free (b.s);
     log_debug ("proxy: %s %.200s -> sandbox %s port %d", method, target, p->id, port);
     *out = p;
     return 1;
 
 fail:
-    ports_target_clear (&t);
     *rc = s_send_error (conn, &err);
     return 1;
 }
@@ -394,28 +499,33 @@ proxy_body (proxy_req_t *p, const char *data, size_t n)
 
 /* --- the answer ------------------------------------------------------------------ */
 
-/* Wait until fd is readable, watching the client in one-second slices.
-   1 readable, 0 timed out, -1 the client left. */
-static int
-s_wait_readable (int fd, int client_fd, int timeout_ms)
+#define RECV_TIMEOUT (-2)
+#define RECV_GONE    (-3)
+
+/* Receive from the upstream socket, whose receives time out every second
+   (see ports_connect): between slices, notice a client that left and give
+   up after timeout_ms. Bytes read (0 at end of stream), -1 on an error,
+   RECV_TIMEOUT or RECV_GONE. One syscall per read when data is there. */
+static ssize_t
+s_recv (int fd, char *buf, size_t n, int client_fd, int timeout_ms)
 {
     int waited = 0;
     for (;;) {
-        struct pollfd p[2]
-            = { { .fd = fd, .events = POLLIN }, { .fd = client_fd, .events = POLLRDHUP } };
-        int slice = timeout_ms - waited < 1000 ? timeout_ms - waited : 1000;
-        int r = poll (p, client_fd >= 0 ? 2 : 1, slice);
-        if (r < 0 && errno == EINTR)
+        ssize_t k = recv (fd, buf, n, 0);
+        if (k >= 0)
+            return k;
+        if (errno == EINTR)
             continue;
-        if (r < 0)
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -1;
-        if (p[0].revents)
-            return 1;
-        if (client_fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
-            return -1;
-        waited += slice;
+        if (client_fd >= 0) {
+            struct pollfd p = { .fd = client_fd, .events = POLLRDHUP };
+            if (poll (&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                return RECV_GONE;
+        }
+        waited += 1000;
         if (waited >= timeout_ms)
-            return 0;
+            return RECV_TIMEOUT;
     }
 }
 
@@ -426,6 +536,10 @@ typedef struct {
     int64_t remaining; /* Content-Length left, -1 when not length-delimited */
     bool chunked;
     bool done;
+    bool keep;  /* the connection may carry another request afterwards */
+    bool clean; /* the body was read to its exact end */
+    int port;
+    char cid[64];
     httpmsg_chunked_t dec;
 } body_t;
 
@@ -447,12 +561,7 @@ s_body_read (void *cls, uint64_t pos, char *buf, size_t max)
             b->pend_len -= n;
         }
         else {
-            int w = s_wait_readable (b->up, b->client_fd, b->timeout_ms);
-            if (w <= 0)
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            ssize_t k = recv (b->up, buf, want, 0);
-            if (k < 0 && (errno == EINTR || errno == EAGAIN))
-                continue;
+            ssize_t k = s_recv (b->up, buf, want, b->client_fd, b->timeout_ms);
             if (k < 0)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             if (k == 0) {
@@ -469,12 +578,15 @@ s_body_read (void *cls, uint64_t pos, char *buf, size_t max)
             if (d < 0)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             b->done = b->dec.done;
+            b->clean = b->done && used == n && b->pend_len == 0;
             if (d == 0)
                 continue;
             return d;
         }
-        if (b->remaining > 0)
+        if (b->remaining > 0) {
             b->remaining -= (int64_t)n;
+            b->clean = b->remaining == 0 && b->pend_len == 0;
+        }
         return (ssize_t)n;
     }
 }
@@ -483,7 +595,10 @@ static void
 s_body_free (void *cls)
 {
     body_t *b = cls;
-    close (b->up);
+    if (b->keep && b->clean)
+        s_idle_put (b->up, b->cid, b->port);
+    else
+        close (b->up);
     free (b->buf);
     free (b);
 }
@@ -578,20 +693,33 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
                          PROXY_HEAD_MAX / 1024);
                 goto fail;
             }
-            int w = s_wait_readable (p->up, p->client_fd, p->timeout_ms);
-            if (w == 0) {
+            ssize_t k
+                = s_recv (p->up, buf + len, PROXY_HEAD_MAX - len, p->client_fd, p->timeout_ms);
+            if (k == RECV_TIMEOUT) {
                 err_set (&err, 504, "upstream_timeout",
                          "the server in sandbox %s did not answer within %lld s", p->id,
                          (long long)p->proxy->cfg->proxy_timeout_seconds);
                 goto fail;
             }
-            if (w < 0) {
+            if (k == RECV_GONE) {
                 err_set (&err, 502, "upstream_failed", "the client left");
                 goto fail;
             }
-            ssize_t k = recv (p->up, buf + len, PROXY_HEAD_MAX - len, 0);
-            if (k < 0 && (errno == EINTR || errno == EAGAIN))
+            if (k <= 0 && len == 0 && p->reused) {
+                /* The kept connection was closed under us: once more on a
+                   fresh one (the request had no body). */
+                close (p->up);
+                p->reused = false;
+                p->up = ports_connect (p->proxy->ports, &p->target, &err);
+                if (p->up < 0)
+                    goto fail;
+                if (s_send_all (p->up, p->head_buf, p->head_len, p->timeout_ms) < 0) {
+                    err_set (&err, 502, "upstream_failed",
+                             "sending the request to sandbox %s failed", p->id);
+                    goto fail;
+                }
                 continue;
+            }
             if (k <= 0) {
                 err_set (&err, 502, "upstream_failed",
                          "the server in sandbox %s closed the connection without answering", p->id);
@@ -644,10 +772,30 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
     }
 
     bool no_body = p->head || h->status == 204 || h->status == 304;
+    bool keep
+        = h->minor >= 1 && !h->other_coding && (no_body || h->chunked || h->content_length >= 0);
+    for (int i = 0; i < h->nheaders; i++)
+        if (!strcasecmp (h->headers[i].name, "Connection")
+            && httpmsg_has_token (h->headers[i].value, "close"))
+            keep = false;
     struct MHD_Response *resp;
     body_t *b = NULL;
-    if (no_body && !p->head)
-        resp = MHD_create_response_from_buffer (0, "", MHD_RESPMEM_PERSISTENT);
+    bool whole = !no_body && !h->chunked && !h->other_coding && h->content_length >= 0
+                 && (uint64_t)(len - hl) >= (uint64_t)h->content_length;
+    if ((no_body && !p->head) || whole) {
+        /* Nothing (more) to read upstream: a plain buffer, which
+           libmicrohttpd sends with the head in one go. */
+        size_t blen = whole ? (size_t)h->content_length : 0;
+        resp = MHD_create_response_from_buffer (blen, buf + hl, MHD_RESPMEM_MUST_COPY);
+        if (!resp) {
+            err_set (&err, 500, "internal", "out of memory");
+            goto fail;
+        }
+        if (keep && len == hl + blen) {
+            s_idle_put (p->up, p->target.cid, p->target.port);
+            p->up = -1;
+        }
+    }
     else {
         b = calloc (1, sizeof *b);
         if (!b) {
@@ -663,8 +811,15 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
         b->chunked = h->chunked;
         b->remaining = h->chunked || h->other_coding ? -1 : h->content_length;
         b->done = p->head;
+        b->keep = keep;
+        b->clean = (p->head || b->remaining == 0) && b->pend_len == 0;
+        b->port = p->target.port;
+        snprintf (b->cid, sizeof b->cid, "%s", p->target.cid);
         uint64_t size = b->remaining >= 0 ? (uint64_t)b->remaining : MHD_SIZE_UNKNOWN;
-        resp = MHD_create_response_from_callback (size, PROXY_BLOCK, s_body_read, b, s_body_free);
+        /* libmicrohttpd allocates (and zeroes) the block with every
+           response: a HEAD answer, which reads nothing, takes a small one. */
+        resp = MHD_create_response_from_callback (size, p->head ? 1024 : PROXY_BLOCK, s_body_read,
+                                                  b, s_body_free);
         if (!resp) {
             free (b);
             err_set (&err, 500, "internal", "out of memory");
