@@ -78,15 +78,26 @@ def parse_wrk(out):
             "non2xx": int(errs.group(1)) if errs else 0, "socket_errors": sock.group(0) if sock else ""}
 
 
-def run_wrk(prefix, url, host, args):
+def cpu_seconds(pid):
+    """utime + stime of a process and all its threads, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(prefix, url, host, args, broker_pid=None):
     cmd = prefix + ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", "%ds" % args.duration,
                     "--latency", url]
     if host:
         cmd[len(prefix) + 1:len(prefix) + 1] = ["-H", "Host: " + host]
+    cpu0 = cpu_seconds(broker_pid) if broker_pid else 0.0
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
+    cpu1 = cpu_seconds(broker_pid) if broker_pid else 0.0
     if p.returncode != 0:
         raise RuntimeError("%s: %s" % (" ".join(cmd), p.stderr.strip()))
     r = parse_wrk(p.stdout)
+    nreq = r["rps"] * args.duration
+    r["broker_cpu_us_per_request"] = (cpu1 - cpu0) / nreq * 1e6 if broker_pid and nreq else None
     r["cmd"] = " ".join(cmd)
     return r
 
@@ -141,7 +152,8 @@ def main():
         run_wrk([], "http://127.0.0.1:%d/" % b.port, host, warm)
         for _ in range(args.rounds):
             results["direct"].append(run_wrk(direct_prefix, "http://127.0.0.1:%d/" % PORT, None, args))
-            results["proxied"].append(run_wrk([], "http://127.0.0.1:%d/" % b.port, host, args))
+            results["proxied"].append(run_wrk([], "http://127.0.0.1:%d/" % b.port, host, args,
+                                              broker_pid=b.proc.pid))
         best = {k: max(v, key=lambda x: x["rps"]) for k, v in results.items()}
         ratio = best["proxied"]["rps"] / best["direct"]["rps"] if best["direct"]["rps"] else 0.0
         bad = [k for k, v in best.items() if v["non2xx"] or v["socket_errors"]]
@@ -162,6 +174,7 @@ def main():
                                            best["proxied"]["p50_ms"] or float("nan")))
             print("ratio proxied/direct: %.2fx (target >= %.1fx: %s)" %
                   (ratio, TARGET, "met" if ratio >= TARGET else "MISSED"))
+            print("broker CPU per proxied request: %.1f us" % best["proxied"]["broker_cpu_us_per_request"])
             for k in bad:
                 print("warning: %s had errors: %s non-2xx, %s" % (k, best[k]["non2xx"], best[k]["socket_errors"]))
     finally:

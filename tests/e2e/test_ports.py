@@ -80,6 +80,21 @@ class H(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\nX-Trailer: t\r\n\r\n")
             return
+        if p == "/bighead":
+            self.send_response(200)
+            for i in range(80):
+                self.send_header("X-Big-%d" % i, "v" * 1000)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if p == "/slow-body":
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.write(b"12345")
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if p == "/close":
             self.send_response(200)
             self.send_header("Connection", "close")
@@ -398,6 +413,20 @@ def test_errors(t, b):
     t.eq((st, body), (200, b"hello"), "host form: names are matched without regard to case", body)
     st, _, body = via_path(b, "GET", "/hello", tenant=None)
     t.eq(st, 401, "path form without a bearer token answers 401", body)
+    st, _, body = via_path(b, "GET", "/bighead")
+    j = jbody(body)
+    t.ok(st == 502 and "64 KiB" in j.get("error", {}).get("message", ""),
+         "an upstream answer with 80 KB of headers answers 502 naming the 64 KiB bound", body)
+    try:
+        st, _, body = via_path(b, "GET", "/slow-body")
+        cut = "answered %d with %d bytes" % (st, len(body))
+    except http.client.IncompleteRead as e:
+        cut = True
+    except (http.client.HTTPException, OSError) as e:
+        cut = True
+    t.ok(cut is True, "an upstream body cut short of its Content-Length is cut short for the client too", cut)
+    st, _, body = via_path(b, "GET", "/hello")
+    t.eq((st, body), (200, b"hello"), "and the proxy keeps working afterwards", body)
 
     for desc, body in [("0", {"port": 0}), ("65536", {"port": 65536}), ("a string", {"port": "80"}),
                        ("80.5", {"port": 80.5}), ("missing", {}), ("null", {"port": None})]:
