@@ -25,6 +25,8 @@
 /* Response bodies are relayed in blocks of this size. */
 #define PROXY_BLOCK  (64 * 1024)
 #define PROXY_WS_BUF (64 * 1024)
+/* Bodies up to this size are collected and sent from a buffer. */
+#define PROXY_SMALL_BODY (16 * 1024)
 
 struct _proxy_t {
     const config_t *cfg;
@@ -678,7 +680,7 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
         p->send_failed = true;
 
     /* Read the head (skipping 1xx interim answers but a 101). */
-    char *buf = malloc (PROXY_HEAD_MAX);
+    char *buf = malloc (PROXY_HEAD_MAX + PROXY_SMALL_BODY);
     size_t len = 0, hl = 0;
     httpmsg_head_t *h = malloc (sizeof *h);
     if (!buf || !h) {
@@ -778,6 +780,24 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
         if (!strcasecmp (h->headers[i].name, "Connection")
             && httpmsg_has_token (h->headers[i].value, "close"))
             keep = false;
+    /* A small body that the server wrote after its head (a second segment)
+       is read into the head buffer too, so that it goes out in one piece. */
+    if (!no_body && !h->chunked && !h->other_coding && h->content_length >= 0
+        && h->content_length <= PROXY_SMALL_BODY) {
+        while (len - hl < (size_t)h->content_length) {
+            ssize_t k = s_recv (p->up, buf + len, hl + (size_t)h->content_length - len,
+                                p->client_fd, p->timeout_ms);
+            if (k == 0)
+                break; /* cut short: the streaming path below says so */
+            if (k < 0) {
+                err_set (&err, k == RECV_TIMEOUT ? 504 : 502,
+                         k == RECV_TIMEOUT ? "upstream_timeout" : "upstream_failed",
+                         "the server in sandbox %s stopped in the middle of its answer", p->id);
+                goto fail;
+            }
+            len += (size_t)k;
+        }
+    }
     struct MHD_Response *resp;
     body_t *b = NULL;
     bool whole = !no_body && !h->chunked && !h->other_coding && h->content_length >= 0
