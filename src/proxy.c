@@ -234,8 +234,8 @@ s_copy_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *
 {
     hdr_ctx_t *c = cls;
     (void)kind;
-    if (!key || !value)
-        return MHD_YES;
+    if (!key || !value || strpbrk (key, "\r\n:") || strpbrk (value, "\r\n"))
+        return MHD_YES; /* nothing that could split into two header lines */
     if (httpmsg_hop_by_hop (key) || !strcasecmp (key, "Host") || !strcasecmp (key, "Content-Length")
         || !strcasecmp (key, "Expect") || !strncasecmp (key, "X-Forwarded-", 12)
         || (c->strip_auth && !strcasecmp (key, "Authorization")))
@@ -327,6 +327,10 @@ proxy_begin (proxy_t *self, struct MHD_Connection *conn, const char *method, con
     ports_target_t t = { 0 };
     const char *host = s_hdr (conn, "Host");
     const char *target = raw_uri;
+    if (host && strpbrk (host, "\r\n"))
+        host = NULL;
+    if (strpbrk (raw_uri, " \t\r\n"))
+        return 0; /* not a request line libmicrohttpd could have parsed */
     char prefix[128] = "";
     int port = 0;
     char label[64], token[HTTPMSG_TOKEN_LEN + 1];
