@@ -310,10 +310,13 @@ proxy_req_free (proxy_req_t **p_p)
     *p_p = NULL;
 }
 
+/* A request header's value, or NULL when absent or when it holds a line
+   break (which must never reach the upstream head). */
 static const char *
 s_hdr (struct MHD_Connection *conn, const char *name)
 {
-    return MHD_lookup_connection_value (conn, MHD_HEADER_KIND, name);
+    const char *v = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, name);
+    return v && !strpbrk (v, "\r\n") ? v : NULL;
 }
 
 int
@@ -327,8 +330,6 @@ proxy_begin (proxy_t *self, struct MHD_Connection *conn, const char *method, con
     ports_target_t t = { 0 };
     const char *host = s_hdr (conn, "Host");
     const char *target = raw_uri;
-    if (host && strpbrk (host, "\r\n"))
-        host = NULL;
     if (strpbrk (raw_uri, " \t\r\n"))
         return 0; /* not a request line libmicrohttpd could have parsed */
     char prefix[128] = "";
@@ -385,6 +386,8 @@ proxy_begin (proxy_t *self, struct MHD_Connection *conn, const char *method, con
     p->upgrade = upgrade && connection && httpmsg_has_token (connection, "upgrade")
                  && httpmsg_has_token (upgrade, "websocket");
     const char *cl = s_hdr (conn, "Content-Length");
+    if (cl && strspn (cl, "0123456789") != strlen (cl))
+        cl = NULL; /* libmicrohttpd refuses such a request before this */
     const char *te = s_hdr (conn, "Transfer-Encoding");
     p->chunked_up = te && httpmsg_has_token (te, "chunked");
     /* A kept connection may turn out stale only once the request is on
@@ -686,6 +689,7 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
     /* Read the head (skipping 1xx interim answers but a 101). */
     char *buf = malloc (PROXY_HEAD_MAX + PROXY_SMALL_BODY);
     size_t len = 0, hl = 0;
+    int interim = 0;
     httpmsg_head_t *h = malloc (sizeof *h);
     if (!buf || !h) {
         err_set (&err, 500, "internal", "out of memory");
@@ -741,6 +745,11 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
         }
         if (h->status >= 200 || h->status == 101)
             break;
+        if (++interim > 16) {
+            err_set (&err, 502, "upstream_invalid",
+                     "the server in sandbox %s sent more than 16 interim (1xx) answers", p->id);
+            goto fail;
+        }
         memmove (buf, buf + hl, len - hl);
         len -= hl;
     }
@@ -774,6 +783,12 @@ proxy_finish (proxy_req_t **p_p, struct MHD_Connection *conn)
         proxy_req_free (p_p);
         enum MHD_Result rc = MHD_queue_response (conn, 101, resp);
         MHD_destroy_response (resp);
+        if (rc != MHD_YES) {
+            /* The relay will never run: it owned the socket and buffer. */
+            close (ws->up);
+            free (ws->buf);
+            free (ws);
+        }
         return rc;
     }
 
