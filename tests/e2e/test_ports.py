@@ -47,18 +47,26 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _body(self):
+    def _pieces(self):
         if "chunked" in self.headers.get("Transfer-Encoding", ""):
-            out = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0], 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
-                    return b"".join(out)
-                out.append(self.rfile.read(size))
+                    return
+                yield self.rfile.read(size)
                 self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        left = int(self.headers.get("Content-Length", "0"))
+        while left:
+            piece = self.rfile.read(min(left, 1 << 20))
+            if not piece:
+                return
+            left -= len(piece)
+            yield piece
+
+    def _body(self):
+        return b"".join(self._pieces())
 
     def do_GET(self):
         p = self.path
@@ -157,6 +165,12 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self):
+        if self.path == "/count":
+            h, n = hashlib.sha256(), 0
+            for piece in self._pieces():
+                h.update(piece)
+                n += len(piece)
+            return self._send(200, json.dumps({"bytes": n, "sha256": h.hexdigest()}).encode())
         data = self._body()
         self._send(200, data, [("Content-Type", "application/octet-stream"),
                                ("X-Sha256", hashlib.sha256(data).hexdigest()),
@@ -328,6 +342,46 @@ def test_bodies(t, b):
         st, hd, body = req("HEAD", "/big/1000")
         t.eq((st, body, hget(hd, "Content-Length")), (200, b"", ["1000"]),
              "%s: HEAD answers the length without a body" % name, hd)
+
+
+def test_memory_bounded(t, b):
+    """256 MiB up and 256 MiB down through the proxy: the broker's RSS
+    must not grow with the body (bodies stream through fixed buffers)."""
+    pid = b.proc.pid
+    n = 256 * MIB
+    block = os.urandom(MIB)
+    want = hashlib.sha256()
+    for i in range(256):
+        want.update(block)
+    before = harness.rss_kib(pid)
+    smp = harness.RssSampler(pid).start()
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=300)
+    conn.request("POST", "/count", body=(block for _ in range(256)),
+                 headers={"Host": host_of(b, 8000, state["token"]), "Content-Length": str(n)})
+    r = conn.getresponse()
+    j = jbody(r.read())
+    conn.close()
+    peak = smp.stop()
+    t.ok(r.status == 200 and j.get("bytes") == n and j.get("sha256") == want.hexdigest(),
+         "a 256 MiB upload reaches the server whole", j)
+    t.ok(peak - before < 16 * 1024, "broker RSS during the 256 MiB upload: %d -> peak %d KiB (+%.1f MiB, < 16 MiB)"
+         % (before, peak, (peak - before) / 1024.0))
+    before = harness.rss_kib(pid)
+    smp = harness.RssSampler(pid).start()
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=300)
+    conn.request("GET", "/big/%d" % n, headers={"Host": host_of(b, 8000, state["token"])})
+    r = conn.getresponse()
+    got = 0
+    while True:
+        piece = r.read(MIB)
+        if not piece:
+            break
+        got += len(piece)
+    conn.close()
+    peak = smp.stop()
+    t.eq((r.status, got), (200, n), "a 256 MiB download arrives whole", None)
+    t.ok(peak - before < 16 * 1024, "broker RSS during the 256 MiB download: %d -> peak %d KiB (+%.1f MiB, < 16 MiB)"
+         % (before, peak, (peak - before) / 1024.0))
 
 
 def ws_echo(b, path, host, auth=None, messages=(b"hi", b"x" * 100000, b"bye")):
@@ -563,6 +617,6 @@ def test_sandbox_delete(t, b):
 
 
 if __name__ == "__main__":
-    harness.main([test_setup, test_headers, test_bodies, test_websocket, test_errors, test_limit,
+    harness.main([test_setup, test_headers, test_bodies, test_memory_bounded, test_websocket, test_errors, test_limit,
                   test_no_route_out, test_delete_port, test_restart, test_sandbox_delete],
                  config={"max_ports_per_sandbox": MAX_PORTS})
