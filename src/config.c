@@ -64,6 +64,9 @@ config_defaults (config_t *cfg)
     cfg->backup_retention_days = 7;
     cfg->backup_timeout_seconds = 1800;
     cfg->backup_min_free_mb = 1024;
+    snprintf (cfg->preview_domain, sizeof cfg->preview_domain, "localhost");
+    cfg->max_ports_per_sandbox = 16;
+    cfg->proxy_timeout_seconds = 300;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -123,6 +126,9 @@ static const key_t_ s_keys[] = {
     { I (backup_timeout_seconds, 1, 86400) },
     { I (backup_min_free_mb, 0, 1LL << 40) },
     { S (compat_root) },
+    { S (preview_domain) },
+    { I (max_ports_per_sandbox, 1, 1024) },
+    { I (proxy_timeout_seconds, 1, 86400) },
 };
 
 int
@@ -233,6 +239,14 @@ config_validate (const config_t *cfg, err_t *err)
                         "default_disk_mb: at least 64, or 0 for writable layers without a limit");
     if (cfg->state_dir[0] != '/' || cfg->image_dir[0] != '/')
         return err_set (err, 400, "invalid_config", "state_dir and image_dir must be absolute");
+    for (const char *c = cfg->preview_domain; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+              || *c == '-' || *c == '.'))
+            return err_set (err, 400, "invalid_config",
+                            "preview_domain: a host name like localhost or preview.example.com");
+    if (!cfg->preview_domain[0] || cfg->preview_domain[0] == '.')
+        return err_set (err, 400, "invalid_config",
+                        "preview_domain: a host name like localhost or preview.example.com");
     if (!strchr (cfg->listen, ':'))
         return err_set (err, 400, "invalid_config", "listen: expected ADDR:PORT");
     return 0;

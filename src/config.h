@@ -45,6 +45,10 @@ typedef struct {
     int64_t backup_timeout_seconds; /* tar inside the sandbox */
     int64_t backup_min_free_mb;     /* left free on the state dir's disk */
     char compat_root[32];           /* a compat surface (docs/compat.md) also served at / */
+    char preview_domain[128];       /* preview URLs: {port}-{id}-{token}.<domain> */
+    int64_t max_ports_per_sandbox;  /* exposed ports */
+    int64_t proxy_timeout_seconds;  /* a proxied upstream's silence before 504 */
+    char compat_root[32];           /* a compat surface (docs/compat.md) also served at / */
 } config_t;
 
 /* Fill cfg with the built-in defaults. */

@@ -25,6 +25,8 @@
 #include "git.h"
 #include "sessions.h"
 #include "jsonv.h"
+#include "ports.h"
+#include "proxy.h"
 #include "sse.h"
 
 #define VERSION_STRING   PACKAGE_VERSION
@@ -37,6 +39,8 @@ struct _http_api_t {
     sandbox_mgr_t *mgr;
     contexts_t *ctxs;
     backups_t *backups;
+    ports_t *ports;
+    proxy_t *proxy;
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -55,6 +59,8 @@ typedef struct {
     int64_t uploaded;
     err_t upload_err;
     char path[FILES_MAX_PATH + 1];
+    char *raw_uri;      /* the request target as received, for the proxy */
+    proxy_req_t *proxy; /* a request relayed to a port in a sandbox */
 } request_t;
 
 /* --- responses -------------------------------------------------------------- */
@@ -907,6 +913,8 @@ typedef enum {
     R_BACKUPS,
     R_BACKUP,
     R_BACKUP_RESTORE,
+    R_PORTS,
+    R_PORT,
 } route_t;
 
 /* Routes under /v1/sandboxes: segment count, the 4th and the last
@@ -935,6 +943,8 @@ static const struct {
     { 4, "backups", NULL, R_BACKUPS, "GET, POST" },
     { 5, "backups", NULL, R_BACKUP, "GET, DELETE" },
     { 6, "backups", "restore", R_BACKUP_RESTORE, "POST" },
+    { 4, "ports", NULL, R_PORTS, "GET, POST" },
+    { 5, "ports", NULL, R_PORT, "DELETE" },
 };
 
 static const char *
@@ -1043,7 +1053,7 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         return s_fail (conn, 404, "not_found", "no such route");
     route_t route = s_routes[found].route;
     const char *id = n >= 3 ? seg[2] : NULL;
-    const char *ctx = n >= 5 && route != R_GIT_CHECKOUT ? seg[4] : NULL;
+    const char *ctx = n >= 5 && route != R_GIT_CHECKOUT && route != R_PORT ? seg[4] : NULL;
     if (id && !util_valid_id (id))
         return s_fail (conn, 404, "not_found", "no such sandbox");
     if (ctx && !util_valid_id (ctx))
@@ -1194,6 +1204,18 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     case R_BACKUP_RESTORE:
         ok = backups_restore (self->backups, tenant, id, ctx, body, &out, &err) == 0;
         break;
+    case R_PORTS:
+        if (is_get)
+            ok = ports_list (self->ports, tenant, id, &out, &err) == 0;
+        else {
+            int created = 0;
+            ok = ports_expose (self->ports, tenant, id, body, &out, &created, &err) == 0;
+            status = created ? 201 : 200;
+        }
+        break;
+    case R_PORT:
+        ok = ports_unexpose (self->ports, tenant, id, seg[4], &out, &err) == 0;
+        break;
     }
     json_decref (body);
     return ok ? s_send_json (conn, (unsigned)status, out) : s_send_error (conn, &err);
@@ -1247,6 +1269,12 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
         return MHD_NO; /* made by s_uri_log; only out of memory leaves it NULL */
     if (!req->seen) {
         req->seen = 1;
+        /* A port proxied into a sandbox: its body streams, never buffered. */
+        enum MHD_Result rc = MHD_YES;
+        if (proxy_begin (self->proxy, conn, method, req->raw_uri, &req->proxy, &rc)) {
+            req->responded = !req->proxy;
+            return rc;
+        }
         if (req->nul_in_path) {
             req->responded = 1;
             return s_fail (conn, 400, "invalid_path", "a path must not contain NUL (%00)");
@@ -1277,6 +1305,10 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (req->proxy) {
+            proxy_body (req->proxy, upload_data, n);
+            return MHD_YES;
+        }
         if (req->responded || req->too_large)
             return MHD_YES;
         if (req->writer || req->upload_err.status) {
@@ -1311,6 +1343,8 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
     if (req->responded)
         return MHD_YES;
     req->responded = 1;
+    if (req->proxy)
+        return proxy_finish (&req->proxy, conn);
     return s_route (self, conn, method, url, req);
 }
 
@@ -1324,6 +1358,8 @@ s_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
     /* An upload cut short leaves the old file as it was. */
     files_write_abort (&req->writer);
     files_root_close (&req->root);
+    proxy_req_free (&req->proxy);
+    free (req->raw_uri);
     free (req->body);
     free (req);
     *con_cls = NULL;
@@ -1339,6 +1375,7 @@ s_uri_log (void *cls, const char *uri, struct MHD_Connection *conn)
     request_t *req = calloc (1, sizeof *req);
     if (req) {
         req->started_us = util_mono_us ();
+        req->raw_uri = strdup (uri);
         const char *q = strchr (uri, '?');
         size_t n = q ? (size_t)(q - uri) : strlen (uri);
         for (size_t i = 0; i + 2 < n; i++)
@@ -1391,7 +1428,8 @@ s_parse_listen (const char *listen, struct sockaddr_storage *ss, socklen_t *ssle
 }
 
 http_api_t *
-http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs, err_t *err)
+http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs,
+                ports_t *ports, err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -1419,8 +1457,16 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
         free (self);
         return NULL;
     }
-    unsigned flags
-        = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+    self->ports = ports;
+    self->proxy = proxy_new (cfg, auth, ports);
+    if (!self->proxy) {
+        err_set (err, 500, "internal", "out of memory");
+        backups_destroy (&self->backups);
+        free (self);
+        return NULL;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
+                     | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     self->daemon = MHD_start_daemon (flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
@@ -1431,12 +1477,14 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
     if (!self->daemon) {
         err_set (err, 500, "internal", "cannot listen on %s (address in use?)", cfg->listen);
         backups_destroy (&self->backups);
+        proxy_destroy (&self->proxy);
         free (self);
         return NULL;
     }
     const union MHD_DaemonInfo *info
         = MHD_get_daemon_info (self->daemon, MHD_DAEMON_INFO_BIND_PORT);
     self->port = info ? info->port : 0;
+    ports_set_listen_port (ports, self->port);
     return self;
 }
 
@@ -1453,6 +1501,7 @@ http_api_destroy (http_api_t **self_p)
         return;
     MHD_stop_daemon ((*self_p)->daemon);
     backups_destroy (&(*self_p)->backups);
+    proxy_destroy (&(*self_p)->proxy);
     free (*self_p);
     *self_p = NULL;
 }

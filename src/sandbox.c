@@ -97,6 +97,12 @@ sandbox_mgr_destroy (sandbox_mgr_t **self_p)
     *self_p = NULL;
 }
 
+int
+sandbox_mgr_pid (sandbox_mgr_t *self, const char *cid)
+{
+    return runtime_pid (&self->rt, cid);
+}
+
 agent_link_t *
 sandbox_mgr_link (sandbox_mgr_t *self)
 {

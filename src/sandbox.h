@@ -76,6 +76,9 @@ void sandbox_mgr_remove_hooks (sandbox_mgr_t *self, void *arg);
 /* The host directory of container cid (<state>/sandboxes/<cid>). */
 void sandbox_mgr_dir (sandbox_mgr_t *self, const char *cid, char *buf, size_t size);
 
+/* PID on the host of container cid's init process, or -1. */
+int sandbox_mgr_pid (sandbox_mgr_t *self, const char *cid);
+
 agent_link_t *sandbox_mgr_link (sandbox_mgr_t *self);
 const config_t *sandbox_mgr_config (sandbox_mgr_t *self);
 
