@@ -48,7 +48,6 @@ typedef struct {
     char preview_domain[128];       /* preview URLs: {port}-{id}-{token}.<domain> */
     int64_t max_ports_per_sandbox;  /* exposed ports */
     int64_t proxy_timeout_seconds;  /* a proxied upstream's silence before 504 */
-    char compat_root[32];           /* a compat surface (docs/compat.md) also served at / */
 } config_t;
 
 /* Fill cfg with the built-in defaults. */
