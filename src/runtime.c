@@ -341,10 +341,11 @@ s_seccomp (void)
 json_t *
 runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
 {
-    char ctl[4096], kernels[4096], cgpath[512];
+    char ctl[4096], kernels[4096], mnt[4096], cgpath[512];
     if (!cfg || !spec || !s_valid_cid (spec->cid) || !s_valid_dir (spec->dir) || !cfg->agent_path
         || s_path (ctl, sizeof ctl, spec->dir, "ctl") < 0
         || s_path (kernels, sizeof kernels, spec->dir, "kernels") < 0
+        || s_path (mnt, sizeof mnt, spec->dir, "mnt") < 0
         || s_cgroups_path (cfg, spec->cid, cgpath, sizeof cgpath) < 0)
         return NULL;
 
@@ -370,6 +371,8 @@ runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
     static const char *const ctl_opts[] = { "rbind", "ro", "nosuid", "nodev", "noexec", NULL };
     static const char *const agent_opts[] = { "rbind", "ro", "nosuid", "nodev", NULL };
     static const char *const kernels_opts[] = { "rbind", "rw", "nosuid", "nodev", "noexec", NULL };
+    static const char *const mnt_opts[]
+        = { "rbind", "rslave", "ro", "nosuid", "nodev", "noexec", NULL };
     s_add_mount (mounts, "/proc", "proc", "proc", proc_opts);
     s_add_mount (mounts, "/dev", "tmpfs", "tmpfs", dev_opts);
     s_add_mount (mounts, "/dev/pts", "devpts", "devpts", pts_opts);
@@ -383,6 +386,10 @@ runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
     s_add_mount (mounts, S_KERNELS_PATH, "bind", kernels, kernels_opts);
     if (cfg->kernel_lib_dir && *cfg->kernel_lib_dir)
         s_add_mount (mounts, "/opt/sandboxd/python", "bind", cfg->kernel_lib_dir, agent_opts);
+    /* Bucket mounts made on the host under <dir>/mnt (a shared mount) reach
+       the container here, as slaves: host mounts propagate in, nothing the
+       container does propagates out. */
+    s_add_mount (mounts, RUNTIME_MOUNTS_PATH, "bind", mnt, mnt_opts);
 
     /* A new network namespace without a path: runc configures and brings
        up loopback in it, and nothing else. */
@@ -422,7 +429,7 @@ runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
     json_t *linux_ = json_pack (
         "{s:s, s:o, s:o, s:o, s:o, s:s, s:o}", "cgroupsPath", cgpath, "resources", resources,
         "namespaces", namespaces, "maskedPaths", s_strings (s_masked_paths), "readonlyPaths",
-        s_strings (s_readonly_paths), "rootfsPropagation", "rprivate", "seccomp", s_seccomp ());
+        s_strings (s_readonly_paths), "rootfsPropagation", "rslave", "seccomp", s_seccomp ());
 
     json_t *config
         = json_pack ("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process",
@@ -443,6 +450,53 @@ s_mkdir (const char *path, mode_t mode, err_t *err)
     return 0;
 }
 
+/* Make path a mount of its own (a bind onto itself) with shared
+   propagation, so that what is mounted below it later shows up in the
+   container's slave copy. Idempotent. */
+static int
+s_share_point (const char *path, err_t *err)
+{
+    int m = s_is_mountpoint (path);
+    if (m < 0)
+        return err_set (err, 500, "internal", "checking %s: %s", path, strerror (errno));
+    if (m == 0 && mount (path, path, NULL, MS_BIND, NULL) < 0)
+        return err_set (err, 500, "internal", "bind-mounting %s: %s", path, strerror (errno));
+    if (mount (NULL, path, NULL, MS_SHARED, NULL) < 0)
+        return err_set (err, 500, "internal", "making %s shared: %s", path, strerror (errno));
+    return 0;
+}
+
+/* Unmount what is left below the shared mount point dir/mnt (bucket
+   mounts their module did not get to) and the point itself, so that the
+   directory can be removed. Lazy: a dead FUSE mount cannot block it. */
+static int
+s_unshare_point (const char *dir, err_t *err)
+{
+    char mnt[4096], sub[4400];
+    if (s_path (mnt, sizeof mnt, dir, "mnt") < 0)
+        return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
+    DIR *d = opendir (mnt);
+    struct dirent *de;
+    while (d && (de = readdir (d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf (sub, sizeof sub, "%s/%s", mnt, de->d_name);
+        for (int i = 0; i < 16 && s_is_mountpoint (sub) != 0; i++)
+            if (umount2 (sub, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+                break;
+    }
+    if (d)
+        closedir (d);
+    for (int i = 0; i < 16; i++) {
+        int m = s_is_mountpoint (mnt);
+        if (m == 0)
+            break;
+        if (m < 0 || umount2 (mnt, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+            return err_set (err, 500, "internal", "unmounting %s: %s", mnt, strerror (errno));
+    }
+    return 0;
+}
+
 /* Lay out spec->dir and mount the overlay: see runtime.h. */
 int
 runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *err)
@@ -452,8 +506,10 @@ runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t 
     if (!s_valid_dir (spec->dir) || !s_valid_dir (spec->lower))
         return err_set (err, 500, "internal", "unsafe sandbox or image path for %s", spec->cid);
 
-    char upper[4096], work[4096], bundle[4096], rootfs[4096], ctl[4096], conf[4096], kernels[4096];
+    char upper[4096], work[4096], bundle[4096], rootfs[4096], ctl[4096], conf[4096], kernels[4096],
+        mnt[4096];
     if (s_path (upper, sizeof upper, spec->dir, "upper") < 0
+        || s_path (mnt, sizeof mnt, spec->dir, "mnt") < 0
         || s_path (work, sizeof work, spec->dir, "work") < 0
         || s_path (bundle, sizeof bundle, spec->dir, "bundle") < 0
         || s_path (rootfs, sizeof rootfs, spec->dir, "bundle/rootfs") < 0
@@ -473,7 +529,10 @@ runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t 
        container's root instead. */
     if (s_mkdir (spec->dir, 0700, err) < 0 || s_mkdir (upper, 0755, err) < 0
         || s_mkdir (work, 0700, err) < 0 || s_mkdir (bundle, 0700, err) < 0
-        || s_mkdir (ctl, 0755, err) < 0 || s_mkdir (kernels, 0700, err) < 0)
+        || s_mkdir (ctl, 0755, err) < 0 || s_mkdir (kernels, 0700, err) < 0
+        || s_mkdir (mnt, 0700, err) < 0)
+        return err_prefix (err, "preparing sandbox %s", spec->cid);
+    if (s_share_point (mnt, err) < 0)
         return err_prefix (err, "preparing sandbox %s", spec->cid);
     if (chown (kernels, S_UID, S_GID) < 0)
         return err_set (err, 500, "internal", "chown %s: %s", kernels, strerror (errno));
@@ -768,6 +827,8 @@ runtime_destroy (const runtime_config_t *cfg, const char *cid, const char *dir, 
             return err_set (err, 500, "internal", "unmounting %s: %s", rootfs, strerror (errno));
     }
 
+    if (s_unshare_point (dir, err) < 0)
+        return -1;
     /* util_rm_rf neither follows links planted in upper/ nor crosses into a
        mount that is still there. */
     if (util_rm_rf (dir) < 0)
