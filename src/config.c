@@ -56,6 +56,8 @@ config_defaults (config_t *cfg)
     cfg->max_upload_bytes = 8LL << 30;
     cfg->max_image_pixels = 0;
     cfg->max_image_side = 0;
+    cfg->max_mounts_per_sandbox = 4;
+    cfg->mount_timeout_ms = 15000;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -107,6 +109,10 @@ static const key_t_ s_keys[] = {
     { I (max_image_pixels, 0, 100000000) },
     { I (max_image_side, 0, 65535) },
     { S (compat_root) },
+    { I (max_mounts_per_sandbox, 0, 64) },
+    { I (mount_timeout_ms, 1000, 300000) },
+    { S (mount_credentials) },
+    { S (mount_endpoint_hosts) },
 };
 
 int

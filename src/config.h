@@ -36,7 +36,11 @@ typedef struct {
     int64_t warm_sandboxes;
     int64_t max_upload_bytes;                 /* one raw PUT to /files */
     int64_t max_image_pixels, max_image_side; /* 0 = keep images as they are */
-    char compat_root[32]; /* a compat surface (docs/compat.md) also served at / */
+    char compat_root[32];            /* a compat surface (docs/compat.md) also served at / */
+    int64_t max_mounts_per_sandbox;  /* bucket mounts (docs/operations.md) */
+    int64_t mount_timeout_ms;        /* s3fs must answer within this */
+    char mount_credentials[1024];    /* root-only file of per-tenant keys; "" = none */
+    char mount_endpoint_hosts[1024]; /* allowed endpoint hosts; "" = any */
 } config_t;
 
 /* Fill cfg with the built-in defaults. */

@@ -35,6 +35,7 @@ struct _http_api_t {
     auth_t *auth;
     sandbox_mgr_t *mgr;
     contexts_t *ctxs;
+    mounts_t *mounts;
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -902,6 +903,7 @@ typedef enum {
     R_CONTEXT,
     R_CTX_INTERRUPT,
     R_CTX_RESTART,
+    R_MOUNTS,
 } route_t;
 
 /* Routes under /v1/sandboxes: segment count, the 4th and the last
@@ -927,6 +929,7 @@ static const struct {
     { 4, "processes", NULL, R_PROCESSES, "GET, POST, DELETE" },
     { 5, "processes", NULL, R_PROCESS, "GET, DELETE" },
     { 6, "processes", "logs", R_PROCESS_LOGS, "GET" },
+    { 4, "mounts", NULL, R_MOUNTS, "GET, POST, DELETE" },
 };
 
 static const char *
@@ -1162,6 +1165,16 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         }
         ok = processes_logs (self->mgr, tenant, id, ctx, &out, &err) == 0;
         break;
+    case R_MOUNTS:
+        if (is_get)
+            ok = mounts_list (self->mounts, tenant, id, &out, &err) == 0;
+        else if (is_post) {
+            ok = mounts_create (self->mounts, tenant, id, body, &out, &err) == 0;
+            status = 201;
+        }
+        else
+            ok = mounts_delete (self->mounts, tenant, id, s_query (conn, "path"), &out, &err) == 0;
+        break;
     }
     json_decref (body);
     return ok ? s_send_json (conn, (unsigned)status, out) : s_send_error (conn, &err);
@@ -1353,7 +1366,8 @@ s_parse_listen (const char *listen, struct sockaddr_storage *ss, socklen_t *ssle
 }
 
 http_api_t *
-http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs, err_t *err)
+http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs,
+                mounts_t *mounts, err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -1376,6 +1390,7 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
     self->auth = auth;
     self->mgr = mgr;
     self->ctxs = ctxs;
+    self->mounts = mounts;
     unsigned flags
         = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)

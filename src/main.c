@@ -15,6 +15,7 @@
 #include "config.h"
 #include "contexts.h"
 #include "http_api.h"
+#include "mounts.h"
 #include "registry.h"
 #include "sandbox.h"
 
@@ -179,7 +180,9 @@ main (int argc, char **argv)
         = reg ? agent_link_new ((size_t)cfg.max_output_bytes * 2 + (1 << 20), &err) : NULL;
     sandbox_mgr_t *mgr = link ? sandbox_mgr_new (&cfg, reg, link, &err) : NULL;
     contexts_t *ctxs = mgr ? contexts_new (mgr, &cfg, &err) : NULL;
-    if (!ctxs || sandbox_mgr_recover (mgr, &err) < 0) {
+    /* Before recovery: its hooks check and clean up bucket mounts. */
+    mounts_t *mounts = ctxs ? mounts_new (mgr, &cfg, &err) : NULL;
+    if (!mounts || sandbox_mgr_recover (mgr, &err) < 0) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
         return 1;
     }
@@ -190,7 +193,7 @@ main (int argc, char **argv)
     pthread_create (&reaper_thread, NULL, s_reaper, &reaper);
 
     sandbox_mgr_start_pool (mgr);
-    http_api_t *http = http_api_start (&cfg, auth, mgr, ctxs, &err);
+    http_api_t *http = http_api_start (&cfg, auth, mgr, ctxs, mounts, &err);
     if (!http) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
         return 1;
@@ -213,6 +216,7 @@ main (int argc, char **argv)
     pthread_cond_signal (&reaper.cond);
     pthread_mutex_unlock (&reaper.lock);
     pthread_join (reaper_thread, NULL);
+    mounts_destroy (&mounts);
     contexts_destroy (&ctxs);
     sandbox_mgr_destroy (&mgr);
     agent_link_destroy (&link);
