@@ -455,7 +455,8 @@ typedef struct {
     char path[S_MAX_PATH + 2]; /* split in place into comps */
     char *comps[S_MAX_COMPS + 1];
     int ncomps;
-    char src[256]; /* RUNTIME_MOUNTS_PATH/<n> */
+    char src[256];       /* RUNTIME_MOUNTS_PATH/<n>, inside */
+    char host_src[1300]; /* <dir>/mnt/<n>, on the host */
     unsigned dev_major, dev_minor;
 } op_t;
 
@@ -482,6 +483,13 @@ static void __attribute__ ((noreturn)) s_child (op_t *op, int fd)
 {
     int res[2] = { ST_OK, 0 };
     int cur = -1;
+    /* A clone of the host mount, taken before leaving the host's
+       namespace: the way in for containers started before they had the
+       shared point. */
+    int host_tree = -1;
+    if (op->kind == OP_MOUNT)
+        host_tree = (int)syscall (SYS_open_tree, AT_FDCWD, op->host_src,
+                                  OPEN_TREE_CLONE | AT_SYMLINK_NOFOLLOW | O_CLOEXEC);
     if (setns (op->nsfd, CLONE_NEWNS) < 0 || fchdir (op->rootfd) < 0 || chroot (".") < 0
         || chdir ("/") < 0) {
         res[0] = ST_ENTER;
@@ -540,8 +548,12 @@ static void __attribute__ ((noreturn)) s_child (op_t *op, int fd)
                              OPEN_TREE_CLONE | AT_SYMLINK_NOFOLLOW | O_CLOEXEC);
     if (tree < 0 || statx (tree, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0
         || !s_is_dev (&stx, op)) {
-        res[0] = ST_SOURCE;
-        goto out;
+        tree = host_tree;
+        if (tree < 0 || statx (tree, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0
+            || !s_is_dev (&stx, op)) {
+            res[0] = ST_SOURCE;
+            goto out;
+        }
     }
     int target = openat (cur, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
     if (target < 0 && errno == ENOENT) {
@@ -661,20 +673,6 @@ s_in_container (const char *dir, op_t *op, int *eno)
 }
 
 static void
-s_op_init (op_t *op, op_kind_t kind, json_t *rec)
-{
-    memset (op, 0, sizeof *op);
-    op->kind = kind;
-    snprintf (op->path, sizeof op->path, "%s", json_string_value (json_object_get (rec, "path")));
-    snprintf (op->src, sizeof op->src, "%s/%d", RUNTIME_MOUNTS_PATH,
-              (int)json_integer_value (json_object_get (rec, "n")));
-    op->dev_major = (unsigned)json_integer_value (json_object_get (rec, "dev_major"));
-    op->dev_minor = (unsigned)json_integer_value (json_object_get (rec, "dev_minor"));
-}
-
-/* --- one mount's host side ------------------------------------------------- */
-
-static void
 s_own_path (const char *dir, const char *what, int n, char *buf, size_t size)
 {
     snprintf (buf, size, "%s/%s/%s-%d", dir, S_OWN_DIR, what, n);
@@ -685,6 +683,21 @@ s_mnt_path (const char *dir, int n, char *buf, size_t size)
 {
     snprintf (buf, size, "%s/mnt/%d", dir, n);
 }
+
+static void
+s_op_init (op_t *op, op_kind_t kind, const char *dir, json_t *rec)
+{
+    memset (op, 0, sizeof *op);
+    op->kind = kind;
+    snprintf (op->path, sizeof op->path, "%s", json_string_value (json_object_get (rec, "path")));
+    int n = (int)json_integer_value (json_object_get (rec, "n"));
+    snprintf (op->src, sizeof op->src, "%s/%d", RUNTIME_MOUNTS_PATH, n);
+    s_mnt_path (dir, n, op->host_src, sizeof op->host_src);
+    op->dev_major = (unsigned)json_integer_value (json_object_get (rec, "dev_major"));
+    op->dev_minor = (unsigned)json_integer_value (json_object_get (rec, "dev_minor"));
+}
+
+/* --- one mount's host side ------------------------------------------------- */
 
 /* Take everything of mount rec away: the bind in the container, the host
    mount, the s3fs process, its passwd file, log and directory. */
@@ -697,7 +710,7 @@ s_teardown (const char *dir, json_t *rec)
     s_own_path (dir, "passwd", n, pw, sizeof pw);
     s_own_path (dir, "log", n, logp, sizeof logp);
     op_t op;
-    s_op_init (&op, OP_UNMOUNT, rec);
+    s_op_init (&op, OP_UNMOUNT, dir, rec);
     int eno;
     int st = s_in_container (dir, &op, &eno);
     if (st > 0)
@@ -1161,7 +1174,7 @@ mounts_create (mounts_t *self, const char *tenant, const char *id, json_t *body,
         goto done;
 
     op_t op;
-    s_op_init (&op, OP_MOUNT, rec);
+    s_op_init (&op, OP_MOUNT, dir, rec);
     int eno = 0;
     int st = s_in_container (dir, &op, &eno);
     if (st != ST_OK && st != ST_ALREADY) {
@@ -1169,8 +1182,7 @@ mounts_create (mounts_t *self, const char *tenant, const char *id, json_t *body,
         if (st < 0)
             err_set (err, 409, "conflict", "sandbox %s is not running", id);
         else if (st == ST_SOURCE)
-            err_set (err, 409, "unsupported",
-                     "sandbox %s was created before bucket mounts existed; create a new one", id);
+            err_set (err, 500, "internal", "the bucket mount did not reach sandbox %s", id);
         else if (st == ST_WALK)
             err_set (err, 400, "invalid_field",
                      "field 'mount_path': %s has a part that is a symlink or not a directory", mp);
@@ -1319,7 +1331,7 @@ s_on_started (void *arg, const char *cid, const char *dir, bool recovered)
         int st = -1, eno = 0;
         if (alive) {
             op_t op;
-            s_op_init (&op, OP_MOUNT, m);
+            s_op_init (&op, OP_MOUNT, dir, m);
             st = s_in_container (dir, &op, &eno);
         }
         if (st == ST_OK || st == ST_ALREADY) {

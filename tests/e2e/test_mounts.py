@@ -18,6 +18,7 @@ signature of V2 ones only; the client here signs with V2 so that its own
 requests are checked, and wrong credentials are a wrong access key id."""
 
 import base64
+import ctypes
 import email.utils
 import hashlib
 import hmac
@@ -103,12 +104,11 @@ def free_port():
     return port
 
 
-def start_s3rver(t):
+def start_s3rver(t, port):
     if not os.path.exists(S3RVER):
         t.ok(False, "s3rver is installed in %s (bootstrap installs it)" % NPM_CACHE, S3RVER)
         return None
     d = tempfile.mkdtemp(prefix="sbxe-s3-", dir="/tmp")
-    port = free_port()
     log = open(os.path.join(d, "s3rver.log"), "wb")
     p = subprocess.Popen(["node", S3RVER, "-d", os.path.join(d, "data"), "-a", "127.0.0.1", "-p", str(port)],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -221,7 +221,7 @@ def err_ok(t, r, status, field, what, code=None):
 
 def test_setup(t, b):
     t.ok(shutil.which("s3fs") is not None, "s3fs is installed (bootstrap installs it)")
-    if not start_s3rver(t):
+    if not start_s3rver(t, STATE["port"]):
         raise RuntimeError("no s3rver")
     s3 = STATE["s3"]
     for bk in ("data-bkt", "pfx-bkt", "ro-bkt", "life-bkt"):
@@ -349,8 +349,9 @@ def test_errors(t, b):
     err_ok(t, r, 400, "mount_path", "a mount_path through a symlink the tenant made", "invalid_field")
     t.eq(sh(b, "ls /etc/x 2>&1 | head -c 0; test -e /etc/x && echo created || echo absent"), "absent\n",
          "nothing was created through the symlink")
-    r = mount(b, creds=False, bucket="data-bkt", mount_path="/work2")
-    err_ok(t, r, 400, "credentials", "no credentials and none on the broker", "invalid_field")
+    r = mount(b, creds=False, bucket="data-bkt", mount_path="/work2", endpoint="http://127.0.0.1:1")
+    err_ok(t, r, 400, "credentials", "no credentials and none on the broker for this tenant and endpoint",
+           "invalid_field")
     err_ok(t, mount(b, bucket="Bad_Bucket!", mount_path="/work2"), 400, "bucket", "a bad bucket name")
     err_ok(t, mount(b, bucket="data-bkt", mount_path="/work2", provider="azure"), 400, "provider", "provider azure")
     err_ok(t, mount(b, bucket="data-bkt", mount_path="/work2", prefix="a/../b"), 400, "prefix", "prefix with ..")
@@ -371,6 +372,62 @@ def test_errors(t, b):
     t.eq(len(fuse_mounts(b)), 2, "failed mounts left no FUSE mount on the host", fuse_mounts(b))
     t.eq(passwd_files(b), [], "failed mounts left no credentials file")
     t.ok(ep == STATE["endpoint"], "endpoint unchanged")
+
+
+def test_broker_credentials(t, b):
+    """mount_credentials holds a key for alice at this endpoint only; the
+    allow-list (mount_endpoint_hosts) lets 127.0.0.1 through only."""
+    d = b.delete(MOUNTS % SB + "?path=/mnt/ro")
+    t.eq(d.status, 200, "make room: unmount /mnt/ro", d)
+    r = mount(b, creds=False, bucket="ro-bkt", mount_path="/mnt/ro", read_only=True)
+    t.ok(r.status == 201 and r.get("credentials") == "broker",
+         "without credentials, alice's key from mount_credentials is used (credentials: broker)", r)
+    t.eq(sh(b, "cat /mnt/ro/r.txt"), "read me\n", "and the bucket is readable")
+    t.eq(host_files_with_secret(b), [], "the broker's key is in no file under the state dir")
+    r = b.create(tenant="bob", id="bobs")
+    t.eq(r.status, 201, "bob creates a sandbox", r)
+    r = mount(b, sid="bobs", tenant="bob", creds=False, bucket="ro-bkt", mount_path="/mnt/x")
+    err_ok(t, r, 400, "credentials", "bob has no broker-side key", "invalid_field")
+    t.eq(b.delete("/v1/sandboxes/bobs", tenant="bob").status, 200, "bob deletes his sandbox")
+    r = mount(b, bucket="ro-bkt", mount_path="/mnt/y", endpoint="http://localhost:%d" % STATE["port"])
+    err_ok(t, r, 403, "endpoint", "an endpoint host outside mount_endpoint_hosts", "endpoint_not_allowed")
+
+
+def umount_in_container(pid, path):
+    """Unmount path inside the container of init pid (lazily): makes the
+    container look like one started before the shared mount point existed."""
+    rootfd = os.open("/proc/%d/root" % pid, os.O_RDONLY | os.O_DIRECTORY)
+    nsfd = os.open("/proc/%d/ns/mnt" % pid, os.O_RDONLY)
+    child = os.fork()
+    if child == 0:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.setns(nsfd, 0x00020000) != 0:
+                os._exit(2)
+            os.fchdir(rootfd)
+            os.chroot(".")
+            os._exit(0 if libc.umount2(path.encode(), 2) == 0 else 3)
+        except BaseException:
+            os._exit(4)
+    os.close(rootfd)
+    os.close(nsfd)
+    return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+
+
+def test_old_sandbox(t, b):
+    r = b.create(id="old")
+    t.eq(r.status, 201, "create sandbox old", r)
+    pid = int(open(os.path.join(b.state, "sandboxes", r.cid, "init.pid")).read())
+    t.eq(umount_in_container(pid, "/run/sandboxd-mounts"), 0,
+         "take the shared mount point out of old's container (as in a sandbox from before mounts)")
+    t.eq(sh(b, "grep -c sandboxd-mounts /proc/self/mountinfo", sid="old"), "0\n", "old has no shared point")
+    r = mount(b, sid="old", bucket="data-bkt", mount_path="/data")
+    t.eq(r.status, 201, "a bucket still mounts into it", r)
+    t.eq(sh(b, "cat /data/hello.txt", sid="old"), "from-sandbox\n", "and its files are there")
+    d = b.delete(MOUNTS % "old" + "?path=/data")
+    t.eq(d.status, 200, "and it unmounts", d)
+    t.eq(sh(b, "grep -c fuse /proc/self/mountinfo", sid="old"), "0\n", "leaving no mount in the sandbox")
+    t.eq(b.delete("/v1/sandboxes/old").status, 200, "delete old")
 
 
 def test_tenants(t, b):
@@ -446,11 +503,20 @@ def test_last_sandbox_delete(t, b):
 def main():
     harness.require_ready()
     tap = harness.Tap()
-    b = harness.Broker(tap, config={"max_mounts_per_sandbox": MAX_MOUNTS, "reap_interval_ms": 200})
+    STATE["port"] = free_port()
+    creds_dir = tempfile.mkdtemp(prefix="sbxe-creds-", dir="/tmp")
+    creds = os.path.join(creds_dir, "mount-credentials")
+    fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# tenant endpoint access_key_id secret_access_key\n")
+        f.write("bob http://127.0.0.1:1 %s %s\n" % (AK, SECRET))
+        f.write("alice http://127.0.0.1:%d/ %s %s\n" % (STATE["port"], AK, SECRET))
+    b = harness.Broker(tap, config={"max_mounts_per_sandbox": MAX_MOUNTS, "reap_interval_ms": 200,
+                                    "mount_credentials": creds, "mount_endpoint_hosts": "127.0.0.1"})
     try:
         if b.start():
             for fn in (test_setup, test_roundtrip, test_credentials_hidden, test_prefix_and_read_only, test_errors,
-                       test_tenants, test_delete_unmounts, test_restart, test_sandbox_delete_and_expiry,
+                       test_broker_credentials, test_old_sandbox, test_tenants, test_delete_unmounts, test_restart, test_sandbox_delete_and_expiry,
                        test_last_sandbox_delete):
                 if not b.alive():
                     tap.ok(False, "broker is running before %s" % fn.__name__)
@@ -463,6 +529,7 @@ def main():
     finally:
         b.teardown()
         stop_s3rver()
+        shutil.rmtree(creds_dir, ignore_errors=True)
     tap.done()
 
 
