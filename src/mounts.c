@@ -1303,6 +1303,44 @@ s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
     s_release (self, cid);
 }
 
+/* What a broker killed in the middle of a mount left: passwd files, and
+   host mounts of indexes no record holds (s3fs ends once unmounted). */
+static void
+s_sweep (const char *dir, json_t *list)
+{
+    char path[1300];
+    snprintf (path, sizeof path, "%s/%s", dir, S_OWN_DIR);
+    DIR *d = opendir (path);
+    struct dirent *de;
+    while (d && (de = readdir (d)))
+        if (!strncmp (de->d_name, "passwd-", 7) && unlinkat (dirfd (d), de->d_name, 0) == 0)
+            log_warn ("mounts: removed a stale credentials file %s/%s", path, de->d_name);
+    if (d)
+        closedir (d);
+    snprintf (path, sizeof path, "%s/mnt", dir);
+    d = opendir (path);
+    while (d && (de = readdir (d))) {
+        char *end;
+        long n = strtol (de->d_name, &end, 10);
+        if (de->d_name[0] == '.' || *end)
+            continue;
+        bool known = false;
+        json_t *m;
+        size_t i;
+        json_array_foreach (list, i, m) known |= json_integer_value (json_object_get (m, "n")) == n;
+        if (known)
+            continue;
+        char mnt[1300];
+        s_mnt_path (dir, (int)n, mnt, sizeof mnt);
+        for (int k = 0; k < 4 && s_fuse_at (mnt); k++)
+            umount2 (mnt, UMOUNT_NOFOLLOW | MNT_DETACH);
+        if (rmdir (mnt) == 0)
+            log_warn ("mounts: removed an unrecorded mount point %s", mnt);
+    }
+    if (d)
+        closedir (d);
+}
+
 /* After a broker restart: keep the mounts whose s3fs still serves them
    (binding them into the container again if it was restarted), drop the
    others: their credentials are gone, so the client mounts them again. */
@@ -1348,6 +1386,7 @@ s_on_started (void *arg, const char *cid, const char *dir, bool recovered)
     }
     if (changed)
         s_save (dir, recs, NULL);
+    s_sweep (dir, list);
     json_decref (recs);
     s_release (self, cid);
 }

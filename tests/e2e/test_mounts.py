@@ -462,11 +462,16 @@ def test_restart(t, b):
     b.stop()
     for pid in s3fs_procs(b):
         os.kill(pid, signal.SIGKILL)
+    # and a broker killed mid-mount would have left a passwd file
+    stale = os.path.join(b.state, "sandboxes", STATE["cid"], "s3fs", "passwd-99")
+    with open(stale, "w") as f:
+        f.write("X:Y\n")
     t.ok(b.start(), "the broker starts again after its s3fs was killed")
     g = b.get(MOUNTS % SB)
     t.eq(g.get("mounts"), [], "a mount whose s3fs died is dropped at recovery", g)
     t.ok("dropped after restart" in b.log_text(), "and the broker logs it")
     nothing_left(t, b, "after recovery dropped the dead mount")
+    t.ok(not os.path.exists(stale), "recovery removed a stale credentials file")
     out = sh(b, "grep -c fuse /proc/self/mountinfo; ls /workspace/bucket 2>&1 | wc -l")
     t.eq(out, "0\n0\n", "the dead mount is gone inside the sandbox too", out)
     r = mount(b, bucket="data-bkt", mount_path="/workspace/bucket")
