@@ -18,7 +18,6 @@
 #include <strings.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -27,9 +26,6 @@
 #include "jsonv.h"
 #include "runtime.h"
 
-#ifndef FUSE_SUPER_MAGIC
-#define FUSE_SUPER_MAGIC 0x65735546
-#endif
 #ifndef OPEN_TREE_CLONE
 #define OPEN_TREE_CLONE 1
 #endif
@@ -411,14 +407,37 @@ s_wait_gone (pid_t pid, int64_t deadline, const char *mountpoint)
     }
 }
 
-/* True when a FUSE mount (alive, or dead: ENOTCONN) is at path. */
+/* True when something is mounted at path, from /proc/self/mountinfo:
+   never touches the file system, so a hung s3fs cannot block it. */
 static bool
-s_fuse_at (const char *path)
+s_mounted_at (const char *path)
 {
-    struct statfs sfs;
-    if (statfs (path, &sfs) < 0)
-        return errno == ENOTCONN;
-    return sfs.f_type == FUSE_SUPER_MAGIC;
+    FILE *f = fopen ("/proc/self/mountinfo", "re");
+    if (!f)
+        return false;
+    char *line = NULL, mp[4096];
+    size_t cap = 0;
+    bool found = false;
+    while (!found && getline (&line, &cap, f) != -1) {
+        if (sscanf (line, "%*s %*s %*s %*s %4095s", mp) != 1)
+            continue;
+        /* Unescape \ooo (space, tab, newline, backslash). */
+        char *w = mp;
+        for (const char *r = mp; *r; r++) {
+            if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7'
+                && r[3] >= '0' && r[3] <= '7') {
+                *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+                r += 3;
+            }
+            else
+                *w++ = *r;
+        }
+        *w = '\0';
+        found = strcmp (mp, path) == 0;
+    }
+    free (line);
+    fclose (f);
+    return found;
 }
 
 /* Unmount the host side and see s3fs out: unmounting ends it; TERM and
@@ -426,7 +445,7 @@ s_fuse_at (const char *path)
 static void
 s_stop_s3fs (pid_t pid, const char *mountpoint)
 {
-    for (int i = 0; i < 4 && s_fuse_at (mountpoint); i++)
+    for (int i = 0; i < 4 && s_mounted_at (mountpoint); i++)
         if (umount2 (mountpoint, UMOUNT_NOFOLLOW) < 0
             && umount2 (mountpoint, UMOUNT_NOFOLLOW | MNT_DETACH) < 0)
             break;
@@ -530,7 +549,8 @@ static void __attribute__ ((noreturn)) s_child (op_t *op, int fd)
             goto out;
         }
         for (int i = 0; i < 8; i++) {
-            int r = statx (AT_FDCWD, name, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx);
+            int r = statx (AT_FDCWD, name, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
+                           STATX_BASIC_STATS, &stx);
             bool ours = (r < 0 && errno == ENOTCONN)
                         || (r == 0 && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)
                             && s_is_dev (&stx, op));
@@ -546,10 +566,12 @@ static void __attribute__ ((noreturn)) s_child (op_t *op, int fd)
 
     int tree = (int)syscall (SYS_open_tree, AT_FDCWD, op->src,
                              OPEN_TREE_CLONE | AT_SYMLINK_NOFOLLOW | O_CLOEXEC);
-    if (tree < 0 || statx (tree, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0
+    if (tree < 0
+        || statx (tree, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &stx) < 0
         || !s_is_dev (&stx, op)) {
         tree = host_tree;
-        if (tree < 0 || statx (tree, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0
+        if (tree < 0
+            || statx (tree, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &stx) < 0
             || !s_is_dev (&stx, op)) {
             res[0] = ST_SOURCE;
             goto out;
@@ -569,7 +591,7 @@ static void __attribute__ ((noreturn)) s_child (op_t *op, int fd)
         res[0] = ST_WALK;
         goto out;
     }
-    if (statx (target, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0
+    if (statx (target, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &stx) == 0
         && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
         res[0] = s_is_dev (&stx, op) ? ST_ALREADY : ST_BUSY;
         goto out;
@@ -779,7 +801,7 @@ s_read_tail (const char *path, char *buf, size_t size)
 }
 
 /* Probe the mount: list its root in a child that can be killed if the
-   endpoint hangs. 0 when the listing worked. */
+   endpoint hangs. 0 when the listing worked, -2 when it timed out. */
 static int
 s_probe (const char *mnt, int64_t deadline)
 {
@@ -805,7 +827,7 @@ s_probe (const char *mnt, int64_t deadline)
         if (util_mono_ms () >= deadline) {
             kill (pid, SIGKILL);
             waitpid (pid, &status, 0);
-            return -1;
+            return -2;
         }
         s_sleep_ms (10);
     }
@@ -833,7 +855,6 @@ s_mount_host (mounts_t *self, const char *dir, int n, const spec_t *sp, json_t *
         return err_set (err, 500, "internal", "%s is not a root-owned directory", own);
     char parent[1300];
     snprintf (parent, sizeof parent, "%s/mnt", dir);
-    struct statfs sfs;
     if (lstat (parent, &st) < 0 || !S_ISDIR (st.st_mode))
         return err_set (err, 409, "unsupported",
                         "this sandbox was created before bucket mounts existed; create a new one");
@@ -923,11 +944,12 @@ s_mount_host (mounts_t *self, const char *dir, int n, const spec_t *sp, json_t *
             exited = true;
             break;
         }
-        up = statfs (mnt, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC;
+        up = s_mounted_at (mnt);
         if (!up)
             s_sleep_ms (10);
     }
-    bool ok = up && s_probe (mnt, deadline) == 0;
+    int probe = up ? s_probe (mnt, deadline) : -1;
+    bool ok = probe == 0;
     if (ok) {
         s_sleep_ms (20);
         int status;
@@ -936,22 +958,27 @@ s_mount_host (mounts_t *self, const char *dir, int n, const spec_t *sp, json_t *
     }
     struct statx stx;
     if (ok
-        && (statx (AT_FDCWD, mnt, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) < 0
+        && (statx (AT_FDCWD, mnt, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &stx)
+                < 0
             || !(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)))
         ok = false;
     /* s3fs read the file at start-up and never again. */
     unlink (pw);
     if (!ok) {
+        /* Our own unreaped child: its pid cannot have been reused. A failed
+           mount holds no data worth a clean shutdown. */
         if (!exited)
-            s_stop_s3fs (pid, mnt);
-        else
-            for (int i = 0; i < 4 && s_fuse_at (mnt); i++)
-                umount2 (mnt, UMOUNT_NOFOLLOW | MNT_DETACH);
+            kill (pid, SIGKILL);
+        for (int i = 0; i < 4 && s_mounted_at (mnt); i++)
+            umount2 (mnt, UMOUNT_NOFOLLOW | MNT_DETACH);
+        if (!exited)
+            while (waitpid (pid, NULL, 0) < 0 && errno == EINTR)
+                ;
         char tail[S_LOG_TAIL];
         s_read_tail (logp, tail, sizeof tail);
         unlink (logp);
         rmdir (mnt);
-        if (!exited && !up)
+        if (!exited && (!up || probe == -2))
             return err_set (err, 502, "endpoint_unreachable",
                             "field 'endpoint': no answer within %lld ms", (long long)timeout_ms);
         return s_classify (tail, err);
@@ -1332,7 +1359,7 @@ s_sweep (const char *dir, json_t *list)
             continue;
         char mnt[1300];
         s_mnt_path (dir, (int)n, mnt, sizeof mnt);
-        for (int k = 0; k < 4 && s_fuse_at (mnt); k++)
+        for (int k = 0; k < 4 && s_mounted_at (mnt); k++)
             umount2 (mnt, UMOUNT_NOFOLLOW | MNT_DETACH);
         if (rmdir (mnt) == 0)
             log_warn ("mounts: removed an unrecorded mount point %s", mnt);
@@ -1362,7 +1389,9 @@ s_on_started (void *arg, const char *cid, const char *dir, bool recovered)
         s_mnt_path (dir, n, mnt, sizeof mnt);
         struct statx stx;
         bool alive = s_is_our_s3fs ((pid_t)json_integer_value (json_object_get (m, "pid")), mnt)
-                     && statx (AT_FDCWD, mnt, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) == 0
+                     && statx (AT_FDCWD, mnt, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
+                               STATX_BASIC_STATS, &stx)
+                            == 0
                      && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)
                      && stx.stx_dev_major == json_integer_value (json_object_get (m, "dev_major"))
                      && stx.stx_dev_minor == json_integer_value (json_object_get (m, "dev_minor"));

@@ -48,6 +48,7 @@ S3_SECRET = "S3RVER"
 # and can be searched for.
 SECRET = "sk" + secrets.token_hex(16)
 MAX_MOUNTS = 3
+MOUNT_TIMEOUT_MS = 5000
 SB = "mnt"
 MOUNTS = "/v1/sandboxes/%s/mounts"
 STATE = {}
@@ -331,6 +332,15 @@ def test_errors(t, b):
     r = mount(b, bucket="data-bkt", mount_path="/work2", endpoint="http://127.0.0.1:%d" % free_port())
     err_ok(t, r, 502, "endpoint", "an endpoint nothing listens on (%.1f s)" % (time.monotonic() - t0),
            "endpoint_unreachable")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections (the kernel does) and never answers
+    t0 = time.monotonic()
+    r = mount(b, bucket="data-bkt", mount_path="/work2", endpoint="http://127.0.0.1:%d" % silent.getsockname()[1])
+    took = time.monotonic() - t0
+    err_ok(t, r, 502, "endpoint", "an endpoint that never answers (%.1f s)" % took, "endpoint_unreachable")
+    t.ok(took < MOUNT_TIMEOUT_MS / 1000.0 + 3, "it gives up after mount_timeout_ms (%d ms)" % MOUNT_TIMEOUT_MS)
+    silent.close()
     for bad in ("ftp://127.0.0.1", "127.0.0.1:9000", "http://h,passwd_file=/etc/shadow", "http://u@h", "http://h/path"):
         err_ok(t, mount(b, bucket="data-bkt", mount_path="/work2", endpoint=bad), 400, "endpoint",
                "endpoint %r" % bad, "invalid_field")
@@ -517,7 +527,8 @@ def main():
         f.write("bob http://127.0.0.1:1 %s %s\n" % (AK, SECRET))
         f.write("alice http://127.0.0.1:%d/ %s %s\n" % (STATE["port"], AK, SECRET))
     b = harness.Broker(tap, config={"max_mounts_per_sandbox": MAX_MOUNTS, "reap_interval_ms": 200,
-                                    "mount_credentials": creds, "mount_endpoint_hosts": "127.0.0.1"})
+                                    "mount_credentials": creds, "mount_endpoint_hosts": "127.0.0.1",
+                                    "mount_timeout_ms": MOUNT_TIMEOUT_MS})
     try:
         if b.start():
             for fn in (test_setup, test_roundtrip, test_credentials_hidden, test_prefix_and_read_only, test_errors,
