@@ -241,7 +241,7 @@ def test_roundtrip(t, b):
     took = time.monotonic() - t0
     t.eq(r.status, 201, "mount data-bkt at /workspace/bucket -> 201 (%.2f s)" % took, r)
     want = {"path": "/workspace/bucket", "bucket": "data-bkt", "endpoint": STATE["endpoint"], "provider": "s3",
-            "read_only": False, "prefix": None, "credentials": "request"}
+            "read_only": False, "prefix": None, "credentials_source": "request"}
     t.eq({k: r.get(k) for k in want}, want, "the answer describes the mount", r)
     t.ok(SECRET not in r.raw.decode() and "secret" not in json.dumps(r.body), "the answer holds no secret", r)
 
@@ -390,8 +390,8 @@ def test_broker_credentials(t, b):
     d = b.delete(MOUNTS % SB + "?path=/mnt/ro")
     t.eq(d.status, 200, "make room: unmount /mnt/ro", d)
     r = mount(b, creds=False, bucket="ro-bkt", mount_path="/mnt/ro", read_only=True)
-    t.ok(r.status == 201 and r.get("credentials") == "broker",
-         "without credentials, alice's key from mount_credentials is used (credentials: broker)", r)
+    t.ok(r.status == 201 and r.get("credentials_source") == "broker",
+         "without credentials, alice's key from mount_credentials is used (credentials_source: broker)", r)
     t.eq(sh(b, "cat /mnt/ro/r.txt"), "read me\n", "and the bucket is readable")
     t.eq(host_files_with_secret(b), [], "the broker's key is in no file under the state dir")
     r = b.create(tenant="bob", id="bobs")
