@@ -468,6 +468,18 @@ def test_restart(t, b):
     g = b.get(MOUNTS % SB)
     t.eq([m.get("path") for m in g.get("mounts") or []], ["/workspace/bucket"], "GET lists the mount after a restart", g)
     t.eq(sh(b, "cat /workspace/bucket/hello.txt"), "from-sandbox\n", "the mount still works after a restart")
+    # The container dies while the broker is down, s3fs lives on: recovery
+    # restarts the container and binds the bucket into it again.
+    b.stop()
+    cid = STATE["cid"]
+    subprocess.run([harness.RUNTIME, "--root", os.path.join(b.state, "runc"), "kill", cid, "KILL"],
+                   capture_output=True)
+    t.ok(wait_until(lambda: harness.runc_state(b.state, cid) != "running", 5),
+         "the sandbox's container is stopped while the broker is down")
+    t.ok(b.start(), "the broker starts and restarts the container")
+    t.eq(sh(b, "cat /workspace/bucket/hello.txt"), "from-sandbox\n",
+         "the bucket is bound into the restarted container again")
+    t.ok("bound into the container again" in b.log_text(), "and the broker logs it")
     # s3fs dies while the broker is down: recovery drops the mount.
     b.stop()
     for pid in s3fs_procs(b):
