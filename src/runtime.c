@@ -459,7 +459,13 @@ s_share_point (const char *path, err_t *err)
     int m = s_is_mountpoint (path);
     if (m < 0)
         return err_set (err, 500, "internal", "checking %s: %s", path, strerror (errno));
-    if (m == 0 && mount (path, path, NULL, MS_BIND, NULL) < 0)
+    /* A fresh bind joins its parent's peer group when the host's / is
+       shared (systemd): private first, so that it gets a group of its own
+       and bucket mounts do not spread over the host. Never on an existing
+       point: that would cut off the running container's slave copy. */
+    if (m == 0
+        && (mount (path, path, NULL, MS_BIND, NULL) < 0
+            || mount (NULL, path, NULL, MS_PRIVATE, NULL) < 0))
         return err_set (err, 500, "internal", "bind-mounting %s: %s", path, strerror (errno));
     if (mount (NULL, path, NULL, MS_SHARED, NULL) < 0)
         return err_set (err, 500, "internal", "making %s shared: %s", path, strerror (errno));
