@@ -67,6 +67,8 @@ config_defaults (config_t *cfg)
     snprintf (cfg->preview_domain, sizeof cfg->preview_domain, "localhost");
     cfg->max_ports_per_sandbox = 16;
     cfg->proxy_timeout_seconds = 300;
+    cfg->max_mounts_per_sandbox = 4;
+    cfg->mount_timeout_ms = 15000;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -129,6 +131,10 @@ static const key_t_ s_keys[] = {
     { S (preview_domain) },
     { I (max_ports_per_sandbox, 1, 1024) },
     { I (proxy_timeout_seconds, 1, 86400) },
+    { I (max_mounts_per_sandbox, 0, 64) },
+    { I (mount_timeout_ms, 1000, 300000) },
+    { S (mount_credentials) },
+    { S (mount_endpoint_hosts) },
 };
 
 int

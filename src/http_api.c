@@ -41,6 +41,7 @@ struct _http_api_t {
     backups_t *backups;
     ports_t *ports;
     proxy_t *proxy;
+    mounts_t *mounts;
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -915,6 +916,7 @@ typedef enum {
     R_BACKUP_RESTORE,
     R_PORTS,
     R_PORT,
+    R_MOUNTS,
 } route_t;
 
 /* Routes under /v1/sandboxes: segment count, the 4th and the last
@@ -945,6 +947,7 @@ static const struct {
     { 6, "backups", "restore", R_BACKUP_RESTORE, "POST" },
     { 4, "ports", NULL, R_PORTS, "GET, POST" },
     { 5, "ports", NULL, R_PORT, "DELETE" },
+    { 4, "mounts", NULL, R_MOUNTS, "GET, POST, DELETE" },
 };
 
 static const char *
@@ -1216,6 +1219,16 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     case R_PORT:
         ok = ports_unexpose (self->ports, tenant, id, seg[4], &out, &err) == 0;
         break;
+    case R_MOUNTS:
+        if (is_get)
+            ok = mounts_list (self->mounts, tenant, id, &out, &err) == 0;
+        else if (is_post) {
+            ok = mounts_create (self->mounts, tenant, id, body, &out, &err) == 0;
+            status = 201;
+        }
+        else
+            ok = mounts_delete (self->mounts, tenant, id, s_query (conn, "path"), &out, &err) == 0;
+        break;
     }
     json_decref (body);
     return ok ? s_send_json (conn, (unsigned)status, out) : s_send_error (conn, &err);
@@ -1429,7 +1442,7 @@ s_parse_listen (const char *listen, struct sockaddr_storage *ss, socklen_t *ssle
 
 http_api_t *
 http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs,
-                ports_t *ports, err_t *err)
+                ports_t *ports, mounts_t *mounts, err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -1458,6 +1471,7 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
         return NULL;
     }
     self->ports = ports;
+    self->mounts = mounts;
     self->proxy = proxy_new (cfg, auth, ports);
     if (!self->proxy) {
         err_set (err, 500, "internal", "out of memory");

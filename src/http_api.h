@@ -8,6 +8,7 @@
 #include "config.h"
 #include "contexts.h"
 #include "ports.h"
+#include "mounts.h"
 #include "sandbox.h"
 #include "util.h"
 
@@ -17,7 +18,7 @@ typedef struct _http_api_t http_api_t;
    loopback address is accepted. ports is told the bound port. Caller owns
    the result and must destroy it (which stops the server). */
 http_api_t *http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_t *ctxs,
-                            ports_t *ports, err_t *err);
+                            ports_t *ports, mounts_t *mounts, err_t *err);
 
 /* The port actually bound (useful with port 0). */
 int http_api_port (const http_api_t *self);

@@ -16,6 +16,7 @@
 #include "contexts.h"
 #include "http_api.h"
 #include "ports.h"
+#include "mounts.h"
 #include "registry.h"
 #include "sandbox.h"
 
@@ -181,7 +182,9 @@ main (int argc, char **argv)
     sandbox_mgr_t *mgr = link ? sandbox_mgr_new (&cfg, reg, link, &err) : NULL;
     contexts_t *ctxs = mgr ? contexts_new (mgr, &cfg, &err) : NULL;
     ports_t *ports = ctxs ? ports_new (mgr, &cfg, &err) : NULL;
-    if (!ports || sandbox_mgr_recover (mgr, &err) < 0) {
+    /* Before recovery: its hooks check and clean up bucket mounts. */
+    mounts_t *mounts = ports ? mounts_new (mgr, &cfg, &err) : NULL;
+    if (!mounts || sandbox_mgr_recover (mgr, &err) < 0) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
         return 1;
     }
@@ -192,7 +195,7 @@ main (int argc, char **argv)
     pthread_create (&reaper_thread, NULL, s_reaper, &reaper);
 
     sandbox_mgr_start_pool (mgr);
-    http_api_t *http = http_api_start (&cfg, auth, mgr, ctxs, ports, &err);
+    http_api_t *http = http_api_start (&cfg, auth, mgr, ctxs, ports, mounts, &err);
     if (!http) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
         return 1;
@@ -216,6 +219,7 @@ main (int argc, char **argv)
     pthread_mutex_unlock (&reaper.lock);
     pthread_join (reaper_thread, NULL);
     ports_destroy (&ports);
+    mounts_destroy (&mounts);
     contexts_destroy (&ctxs);
     sandbox_mgr_destroy (&mgr);
     agent_link_destroy (&link);

@@ -8,6 +8,10 @@
 
 #include "util.h"
 
+/* Where the container sees <dir>/mnt, the shared mount point below which
+   the broker mounts buckets (see mounts.h). */
+#define RUNTIME_MOUNTS_PATH "/run/sandboxd-mounts"
+
 typedef struct {
     int64_t memory_mb; /* memory limit; swap limited to the same value */
     double cpus;       /* CPU quota in cores (cfs quota / period) */
@@ -40,8 +44,10 @@ typedef enum {
 
 /* Lay out spec->dir: bundle/config.json (written atomically), bundle/rootfs
    (overlay of lower + upper + work, mounted here if not mounted already),
-   upper/, work/, and ctl/ (mode 0755, owned by root: the broker binds the
-   agent socket there; it is bind-mounted read-only at /run/sandboxd).
+   upper/, work/, ctl/ (mode 0755, owned by root: the broker binds the
+   agent socket there; it is bind-mounted read-only at /run/sandboxd), and
+   mnt/ (0700, a bind mount of itself with shared propagation, seen by the
+   container as a slave at RUNTIME_MOUNTS_PATH).
    With limits.disk_mb > 0 the writable layer has that size: upper/ and
    work/ live in layer/, an ext4 filesystem in the sparse file layer.img
    (made once, loop-mounted with autoclear), so a sandbox that fills it gets
@@ -58,7 +64,8 @@ int runtime_start (const runtime_config_t *cfg, const runtime_spec_t *spec, err_
 /* Ask the runtime for the state of cid. */
 runtime_state_t runtime_state (const runtime_config_t *cfg, const char *cid);
 
-/* Kill and delete the container (if any), unmount the overlay and remove
+/* Kill and delete the container (if any), unmount the overlay and mnt/
+   (with anything still mounted below it) and remove
    dir entirely. Tolerates every part already being gone, so it can finish
    an interrupted destroy. 0 or -1 with *err. */
 int runtime_destroy (const runtime_config_t *cfg, const char *cid, const char *dir, err_t *err);

@@ -248,10 +248,21 @@ test_config (void)
             host_paths++;
     }
     json_t *ctl = s_mount (c, "/run/sandboxd"), *agent = s_mount (c, "/opt/sandboxd/agent");
-    json_t *kern = s_mount (c, "/run/kernels");
+    json_t *kern = s_mount (c, "/run/kernels"), *mnt = s_mount (c, RUNTIME_MOUNTS_PATH);
     json_t *ctl_opts = json_object_get (ctl, "options");
-    s_ok (binds == 3 && host_paths == 3 && ctl && agent && kern,
-          "exactly three host paths, all binds: ctl, agent, kernels");
+    s_ok (binds == 4 && host_paths == 4 && ctl && agent && kern && mnt,
+          "exactly four host paths, all binds: ctl, agent, kernels, mnt");
+    json_t *mnt_opts = json_object_get (mnt, "options");
+    s_ok (mnt
+              && strcmp (json_string_value (json_object_get (mnt, "source")),
+                         "/tmp/x/sandboxes/sbx-1/mnt")
+                     == 0
+              && s_array_has (mnt_opts, "rslave") && s_array_has (mnt_opts, "rbind")
+              && s_array_has (mnt_opts, "ro") && s_array_has (mnt_opts, "nosuid")
+              && s_array_has (mnt_opts, "nodev") && !s_array_has (mnt_opts, "rshared")
+              && strcmp (json_string_value (s_at (c, "linux.rootfsPropagation")), "rslave") == 0,
+          "mnt dir bound read-only as a slave (host mounts propagate in, none out); "
+          "rootfs propagation rslave so that runc keeps it a slave");
     s_ok (kern
               && strcmp (json_string_value (json_object_get (kern, "source")),
                          "/tmp/x/sandboxes/sbx-1/kernels")
@@ -653,6 +664,25 @@ test_integration (void)
     s_ok (pid > 0 && pidfile && atoi (pidfile) == pid, "pid %d matches init.pid", pid);
     free (pidfile);
 
+    /* The shared point: a mount made on the host below <dir>/mnt after the
+       container started shows up inside it at RUNTIME_MOUNTS_PATH. */
+    char mnt[1024], sub[1100], marker[1200], inside[1200];
+    snprintf (mnt, sizeof mnt, "%s/mnt", it.dir[0]);
+    snprintf (sub, sizeof sub, "%s/p0", mnt);
+    s_ok (s_mounts_at (mnt) == 1, "mnt/ is one mount of its own after two prepares (%d)",
+          s_mounts_at (mnt));
+    bool propagated = false;
+    if (mkdir (sub, 0700) == 0 && mount ("tmpfs", sub, "tmpfs", 0, "size=64k") == 0) {
+        snprintf (marker, sizeof marker, "%s/marker", sub);
+        FILE *f = fopen (marker, "w");
+        if (f)
+            fclose (f);
+        snprintf (inside, sizeof inside, "/proc/%d/root%s/p0/marker", pid, RUNTIME_MOUNTS_PATH);
+        propagated = access (inside, F_OK) == 0;
+    }
+    s_ok (propagated, "a host mount below mnt/ propagates into the running container");
+    /* Left mounted on purpose: destroy must clean it up. */
+
     snprintf (path, sizeof path, "/sys/fs/cgroup/memory%s/%s/memory.limit_in_bytes", it.parent,
               it.cid[0]);
     bool cg_ok = s_file_is (path, "268435456");
@@ -777,6 +807,8 @@ test_integration (void)
     s_ok (rc == 0, "destroy: %s", rc == 0 ? "ok" : err.message);
     printf ("# runtime_destroy took %lld ms\n", (long long)ms);
     s_ok (s_mounts_at (rootfs) == 0, "no mount left at bundle/rootfs");
+    s_ok (s_mounts_at (mnt) == 0 && s_mounts_at (sub) == 0,
+          "no mount left at mnt/ nor below it (destroy unmounts leftovers)");
     s_ok (stat (it.dir[0], &st) < 0 && errno == ENOENT, "sandbox dir removed");
     char *list[] = { "runc", "--root", it.root, "list", "-q", NULL };
     char listed[1024];
