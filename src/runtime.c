@@ -493,509 +493,508 @@ s_make_layer_image (const char *image, int64_t disk_mb, err_t *err)
         saved = errno;
         unlink (tmp);
         return err_set (err, 500, "internal", "renaming %s: %s", tmp, strerror (saved));
-        /* Make path a mount of its own (a bind onto itself) with shared
-           propagation, so that what is mounted below it later shows up in the
-           container's slave copy. Idempotent. */
-        static int s_share_point (const char *path, err_t *err)
-        {
-            int m = s_is_mountpoint (path);
-            if (m < 0)
-                return err_set (err, 500, "internal", "checking %s: %s", path, strerror (errno));
-            /* A fresh bind joins its parent's peer group when the host's / is
-               shared (systemd): private first, so that it gets a group of its own
-               and bucket mounts do not spread over the host. Never on an existing
-               point: that would cut off the running container's slave copy. */
-            if (m == 0
-                && (mount (path, path, NULL, MS_BIND, NULL) < 0
-                    || mount (NULL, path, NULL, MS_PRIVATE, NULL) < 0))
-                return err_set (err, 500, "internal", "bind-mounting %s: %s", path,
-                                strerror (errno));
-            if (mount (NULL, path, NULL, MS_SHARED, NULL) < 0)
-                return err_set (err, 500, "internal", "making %s shared: %s", path,
-                                strerror (errno));
-            return 0;
-        }
+    }
+    return 0;
+}
 
-        /* Unmount what is left below the shared mount point dir/mnt (bucket
-           mounts their module did not get to) and the point itself, so that the
-           directory can be removed. Lazy: a dead FUSE mount cannot block it. */
-        static int s_unshare_point (const char *dir, err_t *err)
-        {
-            char mnt[4096], sub[4400];
-            if (s_path (mnt, sizeof mnt, dir, "mnt") < 0)
-                return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
-            DIR *d = opendir (mnt);
-            struct dirent *de;
-            while (d && (de = readdir (d))) {
+/* Attach image to a free loop device (autoclear: it is released when the
+   mount goes) and mount it on dir. */
+static int
+s_mount_layer (const char *image, const char *dir, err_t *err)
+{
+    int img = open (image, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (img < 0)
+        return err_set (err, 500, "internal", "opening %s: %s", image, strerror (errno));
+    int ctl = open ("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0) {
+        close (img);
+        return err_set (err, 500, "internal", "/dev/loop-control: %s", strerror (errno));
+    }
+    int rc = -1;
+    for (int attempt = 0; attempt < 16 && rc < 0; attempt++) {
+        int n = ioctl (ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            err_set (err, 500, "internal", "no free loop device: %s", strerror (errno));
+            break;
+        }
+        char dev[64];
+        snprintf (dev, sizeof dev, "/dev/loop%d", n);
+        int lfd = open (dev, O_RDWR | O_CLOEXEC);
+        if (lfd < 0) {
+            err_set (err, 500, "internal", "opening %s: %s", dev, strerror (errno));
+            continue;
+        }
+        struct loop_config lc;
+        memset (&lc, 0, sizeof lc);
+        lc.fd = (unsigned)img;
+        lc.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        /* lo_file_name is informational (losetup -l); keep its tail. */
+        size_t il = strlen (image), cap = sizeof lc.info.lo_file_name - 1;
+        memcpy (lc.info.lo_file_name, image + (il > cap ? il - cap : 0), il > cap ? cap : il);
+        if (ioctl (lfd, LOOP_CONFIGURE, &lc) < 0) {
+            /* EBUSY: another attach took this device meanwhile. */
+            err_set (err, 500, "internal", "configuring %s: %s", dev, strerror (errno));
+            close (lfd);
+            continue;
+        }
+        if (mount (dev, dir, "ext4", MS_NODEV | MS_NOSUID | MS_NOATIME, "discard") == 0)
+            rc = 0;
+        else
+            err_set (err, 500, "internal", "mounting %s on %s: %s", dev, dir, strerror (errno));
+        close (lfd); /* the mount holds the device now; without it, autoclear frees it.
+                       discard: blocks freed in the sandbox are punched out of the
+                       sparse image, so the host gets them back */
+        if (rc < 0)
+            break;
+    }
+    close (ctl);
+    close (img);
+    return rc;
+}
+
+/* Make path a mount of its own (a bind onto itself) with shared
+   propagation, so that what is mounted below it later shows up in the
+   container's slave copy. Idempotent. */
+static int
+s_share_point (const char *path, err_t *err)
+{
+    int m = s_is_mountpoint (path);
+    if (m < 0)
+        return err_set (err, 500, "internal", "checking %s: %s", path, strerror (errno));
+    /* A fresh bind joins its parent's peer group when the host's / is
+       shared (systemd): private first, so that it gets a group of its own
+       and bucket mounts do not spread over the host. Never on an existing
+       point: that would cut off the running container's slave copy. */
+    if (m == 0
+        && (mount (path, path, NULL, MS_BIND, NULL) < 0
+            || mount (NULL, path, NULL, MS_PRIVATE, NULL) < 0))
+        return err_set (err, 500, "internal", "bind-mounting %s: %s", path, strerror (errno));
+    if (mount (NULL, path, NULL, MS_SHARED, NULL) < 0)
+        return err_set (err, 500, "internal", "making %s shared: %s", path, strerror (errno));
+    return 0;
+}
+
+/* Unmount what is left below the shared mount point dir/mnt (bucket
+   mounts their module did not get to) and the point itself, so that the
+   directory can be removed. Lazy: a dead FUSE mount cannot block it. */
+static int
+s_unshare_point (const char *dir, err_t *err)
+{
+    char mnt[4096], sub[4400];
+    if (s_path (mnt, sizeof mnt, dir, "mnt") < 0)
+        return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
+    DIR *d = opendir (mnt);
+    struct dirent *de;
+    while (d && (de = readdir (d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf (sub, sizeof sub, "%s/%s", mnt, de->d_name);
+        for (int i = 0; i < 16 && s_is_mountpoint (sub) != 0; i++)
+            if (umount2 (sub, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+                break;
+    }
+    if (d)
+        closedir (d);
+    for (int i = 0; i < 16; i++) {
+        int m = s_is_mountpoint (mnt);
+        if (m == 0)
+            break;
+        if (m < 0 || umount2 (mnt, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+            return err_set (err, 500, "internal", "unmounting %s: %s", mnt, strerror (errno));
+    }
+    return 0;
+}
+
+/* Lay out spec->dir and mount the overlay: see runtime.h. */
+int
+runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *err)
+{
+    if (!cfg || !spec || !s_valid_cid (spec->cid))
+        return err_set (err, 500, "internal", "invalid container id");
+    if (!s_valid_dir (spec->dir) || !s_valid_dir (spec->lower))
+        return err_set (err, 500, "internal", "unsafe sandbox or image path for %s", spec->cid);
+
+    char upper[4096], work[4096], bundle[4096], rootfs[4096], ctl[4096], conf[4096], kernels[4096],
+        mnt[4096];
+    if (s_path (upper, sizeof upper, spec->dir, "upper") < 0
+        || s_path (mnt, sizeof mnt, spec->dir, "mnt") < 0
+        || s_path (work, sizeof work, spec->dir, "work") < 0
+        || s_path (bundle, sizeof bundle, spec->dir, "bundle") < 0
+        || s_path (rootfs, sizeof rootfs, spec->dir, "bundle/rootfs") < 0
+        || s_path (ctl, sizeof ctl, spec->dir, "ctl") < 0
+        || s_path (kernels, sizeof kernels, spec->dir, "kernels") < 0
+        || s_path (conf, sizeof conf, spec->dir, "bundle/config.json") < 0)
+        return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
+
+    struct stat st;
+    if (stat (spec->lower, &st) < 0)
+        return err_set (err, 500, "internal", "image rootfs %s: %s", spec->lower, strerror (errno));
+
+    /* A size-limited writable layer: upper/ and work/ move into layer/. */
+    if (spec->limits.disk_mb > 0) {
+        char layer[4096], image[4096];
+        if (s_path (layer, sizeof layer, spec->dir, "layer") < 0
+            || s_path (image, sizeof image, spec->dir, "layer.img") < 0
+            || s_path (upper, sizeof upper, spec->dir, "layer/upper") < 0
+            || s_path (work, sizeof work, spec->dir, "layer/work") < 0)
+            return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
+        if (s_mkdir (spec->dir, 0700, err) < 0 || s_mkdir (layer, 0700, err) < 0)
+            return err_prefix (err, "preparing sandbox %s", spec->cid);
+        int lm = s_is_mountpoint (layer);
+        if (lm < 0)
+            return err_set (err, 500, "internal", "checking %s: %s", layer, strerror (errno));
+        if (!lm) {
+            if (access (image, F_OK) < 0
+                && s_make_layer_image (image, spec->limits.disk_mb, err) < 0)
+                return -1;
+            if (s_mount_layer (image, layer, err) < 0)
+                return -1;
+        }
+    }
+    if (!S_ISDIR (st.st_mode))
+        return err_set (err, 500, "internal", "image rootfs %s is not a directory", spec->lower);
+
+    /* upper/ becomes the root directory of the merged tree, hence 0755.
+       rootfs/ is only created: once mounted, a chmod would reach the
+       container's root instead. */
+    if (s_mkdir (spec->dir, 0700, err) < 0 || s_mkdir (upper, 0755, err) < 0
+        || s_mkdir (work, 0700, err) < 0 || s_mkdir (bundle, 0700, err) < 0
+        || s_mkdir (ctl, 0755, err) < 0 || s_mkdir (kernels, 0700, err) < 0
+        || s_mkdir (mnt, 0700, err) < 0)
+        return err_prefix (err, "preparing sandbox %s", spec->cid);
+    if (s_share_point (mnt, err) < 0)
+        return err_prefix (err, "preparing sandbox %s", spec->cid);
+    if (chown (kernels, S_UID, S_GID) < 0)
+        return err_set (err, 500, "internal", "chown %s: %s", kernels, strerror (errno));
+    if (util_mkdir_p (rootfs, 0755) < 0)
+        return err_set (err, 500, "internal", "creating %s: %s", rootfs, strerror (errno));
+
+    int mounted = s_is_mountpoint (rootfs);
+    if (mounted < 0)
+        return err_set (err, 500, "internal", "checking %s: %s", rootfs, strerror (errno));
+    if (mounted) {
+        struct statfs sfs;
+        if (statfs (rootfs, &sfs) < 0)
+            return err_set (err, 500, "internal", "statfs %s: %s", rootfs, strerror (errno));
+        if (sfs.f_type != OVERLAYFS_SUPER_MAGIC)
+            return err_set (err, 500, "internal", "%s is mounted but not an overlay", rootfs);
+    }
+    else {
+        char opts[4096 * 3 + 64];
+        snprintf (opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", spec->lower, upper,
+                  work);
+        if (mount ("overlay", rootfs, "overlay", MS_NODEV | MS_NOSUID, opts) < 0)
+            return err_set (err, 500, "internal", "mounting overlay on %s: %s", rootfs,
+                            strerror (errno));
+    }
+
+    json_t *config = runtime_build_config (cfg, spec);
+    char *text = config ? json_dumps (config, JSON_INDENT (2)) : NULL;
+    json_decref (config);
+    if (!text)
+        return err_set (err, 500, "internal", "building config for %s", spec->cid);
+    int rc = util_write_file_atomic (conf, text, strlen (text), 0600);
+    int saved = errno;
+    free (text);
+    if (rc < 0)
+        return err_set (err, 500, "internal", "writing %s: %s", conf, strerror (saved));
+    return 0;
+}
+
+/* Run `runtime [--root R] args...` through util_run; out may be NULL. */
+static int
+s_runtime_run (const runtime_config_t *cfg, char *out, size_t cap, const char *const *args)
+{
+    const char *argv[24];
+    size_t n = 0;
+    argv[n++] = s_runtime (cfg);
+    if (cfg->runtime_root && *cfg->runtime_root) {
+        argv[n++] = "--root";
+        argv[n++] = cfg->runtime_root;
+    }
+    for (; *args && n < 23; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    return util_run ((char *const *)argv, out, cap);
+}
+
+/* The last `max` bytes that fd received after offset `from`, on one line. */
+static void
+s_log_tail (int fd, off_t from, char *buf, size_t size, size_t max)
+{
+    buf[0] = '\0';
+    struct stat st;
+    if (size == 0 || fstat (fd, &st) < 0 || st.st_size <= from)
+        return;
+    if (max > size - 1)
+        max = size - 1;
+    off_t start = st.st_size - from > (off_t)max ? st.st_size - (off_t)max : from;
+    ssize_t n = pread (fd, buf, (size_t)(st.st_size - start), start);
+    if (n < 0)
+        n = 0;
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+}
+
+/* Start the container detached: see runtime.h. */
+int
+runtime_start (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *err)
+{
+    if (!cfg || !spec || !s_valid_cid (spec->cid) || !s_valid_dir (spec->dir))
+        return err_set (err, 500, "internal", "invalid container id or directory");
+
+    char bundle[4096], pidfile[4096], logpath[4096];
+    if (s_path (bundle, sizeof bundle, spec->dir, "bundle") < 0
+        || s_path (pidfile, sizeof pidfile, spec->dir, "init.pid") < 0
+        || s_path (logpath, sizeof logpath, spec->dir, "agent.log") < 0)
+        return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
+
+    const char *del[] = { "delete", "--force", spec->cid, NULL };
+    s_runtime_run (cfg, NULL, 0, del);
+    unlink (pidfile);
+
+    cleanup_close int logfd
+        = open (logpath, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (logfd < 0)
+        return err_set (err, 500, "internal", "opening %s: %s", logpath, strerror (errno));
+    struct stat st;
+    off_t log_start = fstat (logfd, &st) == 0 ? st.st_size : 0;
+
+    const char *argv[24];
+    size_t n = 0;
+    argv[n++] = s_runtime (cfg);
+    if (cfg->runtime_root && *cfg->runtime_root) {
+        argv[n++] = "--root";
+        argv[n++] = cfg->runtime_root;
+    }
+    argv[n++] = "run";
+    argv[n++] = "-d";
+    argv[n++] = "--bundle";
+    argv[n++] = bundle;
+    argv[n++] = "--pid-file";
+    argv[n++] = pidfile;
+    argv[n++] = spec->cid;
+    argv[n] = NULL;
+
+    /* runc hands its stdio to the container: stdin /dev/null, output to
+       agent.log, no other descriptor of the broker, default signals. */
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init (&fa);
+    posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2 (&fa, logfd, 1);
+    posix_spawn_file_actions_adddup2 (&fa, logfd, 2);
+    posix_spawn_file_actions_addclosefrom_np (&fa, 3);
+    posix_spawnattr_init (&attr);
+    sigset_t none, all;
+    sigemptyset (&none);
+    sigfillset (&all);
+    posix_spawnattr_setsigmask (&attr, &none);
+    posix_spawnattr_setsigdefault (&attr, &all);
+    posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+    int64_t t0 = util_mono_us ();
+    pid_t pid;
+    int rc = posix_spawnp (&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy (&fa);
+    posix_spawnattr_destroy (&attr);
+    if (rc != 0)
+        return err_set (err, 500, "internal", "starting %s for %s: %s", argv[0], spec->cid,
+                        strerror (rc));
+    int status;
+    while (waitpid (pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return err_set (err, 500, "internal", "waiting for %s: %s", argv[0], strerror (errno));
+    int64_t took = util_mono_us () - t0;
+
+    if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
+        char tail[S_ERR_TAIL + 1];
+        s_log_tail (logfd, log_start, tail, sizeof tail, S_ERR_TAIL);
+        s_runtime_run (cfg, NULL, 0, del);
+        return err_set (err, 500, "internal", "starting container %s: %s %s: %s", spec->cid,
+                        argv[0], WIFEXITED (status) ? "failed" : "was killed", tail);
+    }
+    log_debug ("runtime: started %s in %lld ms", spec->cid, (long long)(took / 1000));
+    return 0;
+}
+
+/* `runtime state cid` as parsed JSON, or NULL if the runtime does not
+   know cid (or cannot be asked). Caller owns the reference. */
+static json_t *
+s_state_json (const runtime_config_t *cfg, const char *cid)
+{
+    if (!cfg || !s_valid_cid (cid))
+        return NULL;
+    char out[16384];
+    const char *args[] = { "state", cid, NULL };
+    if (s_runtime_run (cfg, out, sizeof out, args) != 0)
+        return NULL;
+    json_t *state = json_loads (out, 0, NULL);
+    if (state && !json_is_object (state)) {
+        json_decref (state);
+        return NULL;
+    }
+    return state;
+}
+
+/* Ask the runtime for the state of cid: see runtime.h. */
+runtime_state_t
+runtime_state (const runtime_config_t *cfg, const char *cid)
+{
+    json_t *state = s_state_json (cfg, cid);
+    if (!state)
+        return RUNTIME_MISSING;
+    const char *status = json_string_value (json_object_get (state, "status"));
+    runtime_state_t result
+        = status && strcmp (status, "running") == 0 ? RUNTIME_RUNNING : RUNTIME_STOPPED;
+    json_decref (state);
+    return result;
+}
+
+/* PID of the container's init on the host, from the runtime's state. */
+int
+runtime_pid (const runtime_config_t *cfg, const char *cid)
+{
+    json_t *state = s_state_json (cfg, cid);
+    if (!state)
+        return -1;
+    json_int_t pid = json_integer_value (json_object_get (state, "pid"));
+    json_decref (state);
+    return pid > 0 && pid < INT32_MAX ? (int)pid : -1;
+}
+
+/* Remove what runc left of cid's cgroups in every hierarchy under
+   /sys/fs/cgroup (v1 controllers, the hybrid unified tree, or a pure v2
+   root). The kernel only removes empty cgroups, and tasks may still be on
+   their way out after the kill, hence the short retry. */
+static int
+s_remove_cgroups (const runtime_config_t *cfg, const char *cid, err_t *err)
+{
+    char rel[512];
+    if (s_cgroups_path (cfg, cid, rel, sizeof rel) < 0)
+        return err_set (err, 500, "internal", "invalid cgroup parent");
+    DIR *d = opendir ("/sys/fs/cgroup");
+    if (!d)
+        return 0;
+    int rc = 0;
+    char path[1024];
+    struct dirent *de;
+    int64_t deadline = util_mono_ms () + 1000;
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: the root itself (pure v2); pass 1: each hierarchy. */
+        if (pass == 1)
+            rewinddir (d);
+        for (;;) {
+            const char *sub = "";
+            if (pass == 1) {
+                if (!(de = readdir (d)))
+                    break;
                 if (de->d_name[0] == '.')
                     continue;
-                snprintf (sub, sizeof sub, "%s/%s", mnt, de->d_name);
-                for (int i = 0; i < 16 && s_is_mountpoint (sub) != 0; i++)
-                    if (umount2 (sub, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-                        break;
+                sub = de->d_name;
             }
-            if (d)
-                closedir (d);
-            for (int i = 0; i < 16; i++) {
-                int m = s_is_mountpoint (mnt);
-                if (m == 0)
-                    break;
-                if (m < 0 || umount2 (mnt, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-                    return err_set (err, 500, "internal", "unmounting %s: %s", mnt,
-                                    strerror (errno));
-            }
-            return 0;
-        }
-
-        /* Attach image to a free loop device (autoclear: it is released when the
-           mount goes) and mount it on dir. */
-        static int s_mount_layer (const char *image, const char *dir, err_t *err)
-        {
-            int img = open (image, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-            if (img < 0)
-                return err_set (err, 500, "internal", "opening %s: %s", image, strerror (errno));
-            int ctl = open ("/dev/loop-control", O_RDWR | O_CLOEXEC);
-            if (ctl < 0) {
-                close (img);
-                return err_set (err, 500, "internal", "/dev/loop-control: %s", strerror (errno));
-            }
-            int rc = -1;
-            for (int attempt = 0; attempt < 16 && rc < 0; attempt++) {
-                int n = ioctl (ctl, LOOP_CTL_GET_FREE);
-                if (n < 0) {
-                    err_set (err, 500, "internal", "no free loop device: %s", strerror (errno));
-                    break;
-                }
-                char dev[64];
-                snprintf (dev, sizeof dev, "/dev/loop%d", n);
-                int lfd = open (dev, O_RDWR | O_CLOEXEC);
-                if (lfd < 0) {
-                    err_set (err, 500, "internal", "opening %s: %s", dev, strerror (errno));
-                    continue;
-                }
-                struct loop_config lc;
-                memset (&lc, 0, sizeof lc);
-                lc.fd = (unsigned)img;
-                lc.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-                /* lo_file_name is informational (losetup -l); keep its tail. */
-                size_t il = strlen (image), cap = sizeof lc.info.lo_file_name - 1;
-                memcpy (lc.info.lo_file_name, image + (il > cap ? il - cap : 0),
-                        il > cap ? cap : il);
-                if (ioctl (lfd, LOOP_CONFIGURE, &lc) < 0) {
-                    /* EBUSY: another attach took this device meanwhile. */
-                    err_set (err, 500, "internal", "configuring %s: %s", dev, strerror (errno));
-                    close (lfd);
-                    continue;
-                }
-                if (mount (dev, dir, "ext4", MS_NODEV | MS_NOSUID | MS_NOATIME, "discard") == 0)
-                    rc = 0;
-                else
-                    err_set (err, 500, "internal", "mounting %s on %s: %s", dev, dir,
-                             strerror (errno));
-                close (lfd); /* the mount holds the device now; without it, autoclear frees it.
-                               discard: blocks freed in the sandbox are punched out of the
-                               sparse image, so the host gets them back */
-                if (rc < 0)
-                    break;
-            }
-            close (ctl);
-            close (img);
-            return rc;
-        }
-
-        /* Lay out spec->dir and mount the overlay: see runtime.h. */
-        int runtime_prepare (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *err)
-        {
-            if (!cfg || !spec || !s_valid_cid (spec->cid))
-                return err_set (err, 500, "internal", "invalid container id");
-            if (!s_valid_dir (spec->dir) || !s_valid_dir (spec->lower))
-                return err_set (err, 500, "internal", "unsafe sandbox or image path for %s",
-                                spec->cid);
-
-            char upper[4096], work[4096], bundle[4096], rootfs[4096], ctl[4096], conf[4096],
-                kernels[4096], mnt[4096];
-            if (s_path (upper, sizeof upper, spec->dir, "upper") < 0
-                || s_path (mnt, sizeof mnt, spec->dir, "mnt") < 0
-                || s_path (work, sizeof work, spec->dir, "work") < 0
-                || s_path (bundle, sizeof bundle, spec->dir, "bundle") < 0
-                || s_path (rootfs, sizeof rootfs, spec->dir, "bundle/rootfs") < 0
-                || s_path (ctl, sizeof ctl, spec->dir, "ctl") < 0
-                || s_path (kernels, sizeof kernels, spec->dir, "kernels") < 0
-                || s_path (conf, sizeof conf, spec->dir, "bundle/config.json") < 0)
-                return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
-
+            snprintf (path, sizeof path, "/sys/fs/cgroup%s%s%s", *sub ? "/" : "", sub, rel);
             struct stat st;
-            if (stat (spec->lower, &st) < 0)
-                return err_set (err, 500, "internal", "image rootfs %s: %s", spec->lower,
-                                strerror (errno));
-
-            /* A size-limited writable layer: upper/ and work/ move into layer/. */
-            if (spec->limits.disk_mb > 0) {
-                char layer[4096], image[4096];
-                if (s_path (layer, sizeof layer, spec->dir, "layer") < 0
-                    || s_path (image, sizeof image, spec->dir, "layer.img") < 0
-                    || s_path (upper, sizeof upper, spec->dir, "layer/upper") < 0
-                    || s_path (work, sizeof work, spec->dir, "layer/work") < 0)
-                    return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
-                if (s_mkdir (spec->dir, 0700, err) < 0 || s_mkdir (layer, 0700, err) < 0)
-                    return err_prefix (err, "preparing sandbox %s", spec->cid);
-                int lm = s_is_mountpoint (layer);
-                if (lm < 0)
-                    return err_set (err, 500, "internal", "checking %s: %s", layer,
-                                    strerror (errno));
-                if (!lm) {
-                    if (access (image, F_OK) < 0
-                        && s_make_layer_image (image, spec->limits.disk_mb, err) < 0)
-                        return -1;
-                    if (s_mount_layer (image, layer, err) < 0)
-                        return -1;
+            /* lstat on the hierarchy: cpu -> cpu,cpuacct links are visited once. */
+            char top[600];
+            snprintf (top, sizeof top, "/sys/fs/cgroup/%s", sub);
+            if (*sub && (lstat (top, &st) < 0 || !S_ISDIR (st.st_mode)))
+                continue;
+            if (lstat (path, &st) == 0 && S_ISDIR (st.st_mode)) {
+                while (rmdir (path) < 0 && errno == EBUSY && util_mono_ms () < deadline) {
+                    struct timespec ts = { 0, 20 * 1000 * 1000 };
+                    nanosleep (&ts, NULL);
                 }
+                if (lstat (path, &st) == 0 && rc == 0)
+                    rc = err_set (err, 500, "internal", "removing cgroup %s: %s", path,
+                                  strerror (errno));
             }
-            if (!S_ISDIR (st.st_mode))
-                return err_set (err, 500, "internal", "image rootfs %s is not a directory",
-                                spec->lower);
-
-            /* upper/ becomes the root directory of the merged tree, hence 0755.
-               rootfs/ is only created: once mounted, a chmod would reach the
-               container's root instead. */
-            if (s_mkdir (spec->dir, 0700, err) < 0 || s_mkdir (upper, 0755, err) < 0
-                || s_mkdir (work, 0700, err) < 0 || s_mkdir (bundle, 0700, err) < 0
-                || s_mkdir (ctl, 0755, err) < 0 || s_mkdir (kernels, 0700, err) < 0
-                || s_mkdir (mnt, 0700, err) < 0)
-                return err_prefix (err, "preparing sandbox %s", spec->cid);
-            if (s_share_point (mnt, err) < 0)
-                return err_prefix (err, "preparing sandbox %s", spec->cid);
-            if (chown (kernels, S_UID, S_GID) < 0)
-                return err_set (err, 500, "internal", "chown %s: %s", kernels, strerror (errno));
-            if (util_mkdir_p (rootfs, 0755) < 0)
-                return err_set (err, 500, "internal", "creating %s: %s", rootfs, strerror (errno));
-
-            int mounted = s_is_mountpoint (rootfs);
-            if (mounted < 0)
-                return err_set (err, 500, "internal", "checking %s: %s", rootfs, strerror (errno));
-            if (mounted) {
-                struct statfs sfs;
-                if (statfs (rootfs, &sfs) < 0)
-                    return err_set (err, 500, "internal", "statfs %s: %s", rootfs,
-                                    strerror (errno));
-                if (sfs.f_type != OVERLAYFS_SUPER_MAGIC)
-                    return err_set (err, 500, "internal", "%s is mounted but not an overlay",
-                                    rootfs);
-            }
-            else {
-                char opts[4096 * 3 + 64];
-                snprintf (opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", spec->lower,
-                          upper, work);
-                if (mount ("overlay", rootfs, "overlay", MS_NODEV | MS_NOSUID, opts) < 0)
-                    return err_set (err, 500, "internal", "mounting overlay on %s: %s", rootfs,
-                                    strerror (errno));
-            }
-
-            json_t *config = runtime_build_config (cfg, spec);
-            char *text = config ? json_dumps (config, JSON_INDENT (2)) : NULL;
-            json_decref (config);
-            if (!text)
-                return err_set (err, 500, "internal", "building config for %s", spec->cid);
-            int rc = util_write_file_atomic (conf, text, strlen (text), 0600);
-            int saved = errno;
-            free (text);
-            if (rc < 0)
-                return err_set (err, 500, "internal", "writing %s: %s", conf, strerror (saved));
-            return 0;
+            if (pass == 0)
+                break;
         }
+    }
+    closedir (d);
+    return rc;
+}
 
-        /* Run `runtime [--root R] args...` through util_run; out may be NULL. */
-        static int s_runtime_run (const runtime_config_t *cfg, char *out, size_t cap,
-                                  const char *const *args)
-        {
-            const char *argv[24];
-            size_t n = 0;
-            argv[n++] = s_runtime (cfg);
-            if (cfg->runtime_root && *cfg->runtime_root) {
-                argv[n++] = "--root";
-                argv[n++] = cfg->runtime_root;
-            }
-            for (; *args && n < 23; args++)
-                argv[n++] = *args;
-            argv[n] = NULL;
-            return util_run ((char *const *)argv, out, cap);
-        }
+/* Kill and delete the container, unmount, remove dir: see runtime.h. */
+int
+runtime_destroy (const runtime_config_t *cfg, const char *cid, const char *dir, err_t *err)
+{
+    if (!cfg || !s_valid_cid (cid))
+        return err_set (err, 500, "internal", "invalid container id");
+    if (!s_valid_dir (dir))
+        return err_set (err, 500, "internal", "unsafe sandbox directory for %s", cid);
 
-        /* The last `max` bytes that fd received after offset `from`, on one line. */
-        static void s_log_tail (int fd, off_t from, char *buf, size_t size, size_t max)
-        {
-            buf[0] = '\0';
-            struct stat st;
-            if (size == 0 || fstat (fd, &st) < 0 || st.st_size <= from)
-                return;
-            if (max > size - 1)
-                max = size - 1;
-            off_t start = st.st_size - from > (off_t)max ? st.st_size - (off_t)max : from;
-            ssize_t n = pread (fd, buf, (size_t)(st.st_size - start), start);
-            if (n < 0)
-                n = 0;
-            buf[n] = '\0';
-            while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-                buf[--n] = '\0';
-            for (char *p = buf; *p; p++)
-                if ((unsigned char)*p < 0x20)
-                    *p = ' ';
-        }
+    const char *kill_args[] = { "kill", cid, "KILL", NULL };
+    s_runtime_run (cfg, NULL, 0, kill_args);
+    char out[1024];
+    const char *del[] = { "delete", "--force", cid, NULL };
+    if (s_runtime_run (cfg, out, sizeof out, del) != 0
+        && runtime_state (cfg, cid) != RUNTIME_MISSING) {
+        for (char *p = out; *p; p++)
+            if ((unsigned char)*p < 0x20)
+                *p = ' ';
+        return err_set (err, 500, "internal", "deleting container %s: %s", cid, out);
+    }
 
-        /* Start the container detached: see runtime.h. */
-        int runtime_start (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *err)
-        {
-            if (!cfg || !spec || !s_valid_cid (spec->cid) || !s_valid_dir (spec->dir))
-                return err_set (err, 500, "internal", "invalid container id or directory");
+    char rootfs[4096];
+    if (s_path (rootfs, sizeof rootfs, dir, "bundle/rootfs") < 0)
+        return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
+    /* Loop: an interrupted prepare may have stacked two overlays. */
+    for (int i = 0; i < 16; i++) {
+        int m = s_is_mountpoint (rootfs);
+        if (m < 0)
+            return err_set (err, 500, "internal", "checking %s: %s", rootfs, strerror (errno));
+        if (m == 0)
+            break;
+        if (umount2 (rootfs, UMOUNT_NOFOLLOW) < 0
+            && umount2 (rootfs, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+            return err_set (err, 500, "internal", "unmounting %s: %s", rootfs, strerror (errno));
+    }
 
-            char bundle[4096], pidfile[4096], logpath[4096];
-            if (s_path (bundle, sizeof bundle, spec->dir, "bundle") < 0
-                || s_path (pidfile, sizeof pidfile, spec->dir, "init.pid") < 0
-                || s_path (logpath, sizeof logpath, spec->dir, "agent.log") < 0)
-                return err_set (err, 500, "internal", "sandbox path too long: %s", spec->dir);
+    /* The writable layer's filesystem, when it has one (its loop device
+       goes with it: autoclear). */
+    char layer[4096];
+    if (s_path (layer, sizeof layer, dir, "layer") < 0)
+        return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
+    for (int i = 0; i < 4 && s_is_mountpoint (layer) > 0; i++)
+        if (umount2 (layer, UMOUNT_NOFOLLOW) < 0
+            && umount2 (layer, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+            return err_set (err, 500, "internal", "unmounting %s: %s", layer, strerror (errno));
 
-            const char *del[] = { "delete", "--force", spec->cid, NULL };
-            s_runtime_run (cfg, NULL, 0, del);
-            unlink (pidfile);
+    if (s_unshare_point (dir, err) < 0)
+        return -1;
 
-            cleanup_close int logfd
-                = open (logpath, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-            if (logfd < 0)
-                return err_set (err, 500, "internal", "opening %s: %s", logpath, strerror (errno));
-            struct stat st;
-            off_t log_start = fstat (logfd, &st) == 0 ? st.st_size : 0;
+    /* util_rm_rf neither follows links planted in upper/ nor crosses into a
+       mount that is still there. */
+    if (util_rm_rf (dir) < 0)
+        return err_set (err, 500, "internal", "removing %s: %s", dir, strerror (errno));
+    return s_remove_cgroups (cfg, cid, err);
+}
 
-            const char *argv[24];
-            size_t n = 0;
-            argv[n++] = s_runtime (cfg);
-            if (cfg->runtime_root && *cfg->runtime_root) {
-                argv[n++] = "--root";
-                argv[n++] = cfg->runtime_root;
-            }
-            argv[n++] = "run";
-            argv[n++] = "-d";
-            argv[n++] = "--bundle";
-            argv[n++] = bundle;
-            argv[n++] = "--pid-file";
-            argv[n++] = pidfile;
-            argv[n++] = spec->cid;
-            argv[n] = NULL;
-
-            /* runc hands its stdio to the container: stdin /dev/null, output to
-               agent.log, no other descriptor of the broker, default signals. */
-            posix_spawn_file_actions_t fa;
-            posix_spawnattr_t attr;
-            posix_spawn_file_actions_init (&fa);
-            posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
-            posix_spawn_file_actions_adddup2 (&fa, logfd, 1);
-            posix_spawn_file_actions_adddup2 (&fa, logfd, 2);
-            posix_spawn_file_actions_addclosefrom_np (&fa, 3);
-            posix_spawnattr_init (&attr);
-            sigset_t none, all;
-            sigemptyset (&none);
-            sigfillset (&all);
-            posix_spawnattr_setsigmask (&attr, &none);
-            posix_spawnattr_setsigdefault (&attr, &all);
-            posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-            int64_t t0 = util_mono_us ();
-            pid_t pid;
-            int rc = posix_spawnp (&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
-            posix_spawn_file_actions_destroy (&fa);
-            posix_spawnattr_destroy (&attr);
-            if (rc != 0)
-                return err_set (err, 500, "internal", "starting %s for %s: %s", argv[0], spec->cid,
-                                strerror (rc));
-            int status;
-            while (waitpid (pid, &status, 0) < 0)
-                if (errno != EINTR)
-                    return err_set (err, 500, "internal", "waiting for %s: %s", argv[0],
-                                    strerror (errno));
-            int64_t took = util_mono_us () - t0;
-
-            if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
-                char tail[S_ERR_TAIL + 1];
-                s_log_tail (logfd, log_start, tail, sizeof tail, S_ERR_TAIL);
-                s_runtime_run (cfg, NULL, 0, del);
-                return err_set (err, 500, "internal", "starting container %s: %s %s: %s", spec->cid,
-                                argv[0], WIFEXITED (status) ? "failed" : "was killed", tail);
-            }
-            log_debug ("runtime: started %s in %lld ms", spec->cid, (long long)(took / 1000));
-            return 0;
-        }
-
-        /* `runtime state cid` as parsed JSON, or NULL if the runtime does not
-           know cid (or cannot be asked). Caller owns the reference. */
-        static json_t *s_state_json (const runtime_config_t *cfg, const char *cid)
-        {
-            if (!cfg || !s_valid_cid (cid))
-                return NULL;
-            char out[16384];
-            const char *args[] = { "state", cid, NULL };
-            if (s_runtime_run (cfg, out, sizeof out, args) != 0)
-                return NULL;
-            json_t *state = json_loads (out, 0, NULL);
-            if (state && !json_is_object (state)) {
-                json_decref (state);
-                return NULL;
-            }
-            return state;
-        }
-
-        /* Ask the runtime for the state of cid: see runtime.h. */
-        runtime_state_t runtime_state (const runtime_config_t *cfg, const char *cid)
-        {
-            json_t *state = s_state_json (cfg, cid);
-            if (!state)
-                return RUNTIME_MISSING;
-            const char *status = json_string_value (json_object_get (state, "status"));
-            runtime_state_t result
-                = status && strcmp (status, "running") == 0 ? RUNTIME_RUNNING : RUNTIME_STOPPED;
-            json_decref (state);
-            return result;
-        }
-
-        /* PID of the container's init on the host, from the runtime's state. */
-        int runtime_pid (const runtime_config_t *cfg, const char *cid)
-        {
-            json_t *state = s_state_json (cfg, cid);
-            if (!state)
-                return -1;
-            json_int_t pid = json_integer_value (json_object_get (state, "pid"));
-            json_decref (state);
-            return pid > 0 && pid < INT32_MAX ? (int)pid : -1;
-        }
-
-        /* Remove what runc left of cid's cgroups in every hierarchy under
-           /sys/fs/cgroup (v1 controllers, the hybrid unified tree, or a pure v2
-           root). The kernel only removes empty cgroups, and tasks may still be on
-           their way out after the kill, hence the short retry. */
-        static int s_remove_cgroups (const runtime_config_t *cfg, const char *cid, err_t *err)
-        {
-            char rel[512];
-            if (s_cgroups_path (cfg, cid, rel, sizeof rel) < 0)
-                return err_set (err, 500, "internal", "invalid cgroup parent");
-            DIR *d = opendir ("/sys/fs/cgroup");
-            if (!d)
-                return 0;
-            int rc = 0;
-            char path[1024];
-            struct dirent *de;
-            int64_t deadline = util_mono_ms () + 1000;
-            for (int pass = 0; pass < 2; pass++) {
-                /* pass 0: the root itself (pure v2); pass 1: each hierarchy. */
-                if (pass == 1)
-                    rewinddir (d);
-                for (;;) {
-                    const char *sub = "";
-                    if (pass == 1) {
-                        if (!(de = readdir (d)))
-                            break;
-                        if (de->d_name[0] == '.')
-                            continue;
-                        sub = de->d_name;
-                    }
-                    snprintf (path, sizeof path, "/sys/fs/cgroup%s%s%s", *sub ? "/" : "", sub, rel);
-                    struct stat st;
-                    /* lstat on the hierarchy: cpu -> cpu,cpuacct links are visited once. */
-                    char top[600];
-                    snprintf (top, sizeof top, "/sys/fs/cgroup/%s", sub);
-                    if (*sub && (lstat (top, &st) < 0 || !S_ISDIR (st.st_mode)))
-                        continue;
-                    if (lstat (path, &st) == 0 && S_ISDIR (st.st_mode)) {
-                        while (rmdir (path) < 0 && errno == EBUSY && util_mono_ms () < deadline) {
-                            struct timespec ts = { 0, 20 * 1000 * 1000 };
-                            nanosleep (&ts, NULL);
-                        }
-                        if (lstat (path, &st) == 0 && rc == 0)
-                            rc = err_set (err, 500, "internal", "removing cgroup %s: %s", path,
-                                          strerror (errno));
-                    }
-                    if (pass == 0)
-                        break;
-                }
-            }
-            closedir (d);
-            return rc;
-        }
-
-        /* Kill and delete the container, unmount, remove dir: see runtime.h. */
-        int runtime_destroy (const runtime_config_t *cfg, const char *cid, const char *dir,
-                             err_t *err)
-        {
-            if (!cfg || !s_valid_cid (cid))
-                return err_set (err, 500, "internal", "invalid container id");
-            if (!s_valid_dir (dir))
-                return err_set (err, 500, "internal", "unsafe sandbox directory for %s", cid);
-
-            const char *kill_args[] = { "kill", cid, "KILL", NULL };
-            s_runtime_run (cfg, NULL, 0, kill_args);
-            char out[1024];
-            const char *del[] = { "delete", "--force", cid, NULL };
-            if (s_runtime_run (cfg, out, sizeof out, del) != 0
-                && runtime_state (cfg, cid) != RUNTIME_MISSING) {
-                for (char *p = out; *p; p++)
-                    if ((unsigned char)*p < 0x20)
-                        *p = ' ';
-                return err_set (err, 500, "internal", "deleting container %s: %s", cid, out);
-            }
-
-            char rootfs[4096];
-            if (s_path (rootfs, sizeof rootfs, dir, "bundle/rootfs") < 0)
-                return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
-            /* Loop: an interrupted prepare may have stacked two overlays. */
-            for (int i = 0; i < 16; i++) {
-                int m = s_is_mountpoint (rootfs);
-                if (m < 0)
-                    return err_set (err, 500, "internal", "checking %s: %s", rootfs,
-                                    strerror (errno));
-                if (m == 0)
-                    break;
-                if (umount2 (rootfs, UMOUNT_NOFOLLOW) < 0
-                    && umount2 (rootfs, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-                    return err_set (err, 500, "internal", "unmounting %s: %s", rootfs,
-                                    strerror (errno));
-            }
-
-            /* The writable layer's filesystem, when it has one (its loop device
-               goes with it: autoclear). */
-            char layer[4096];
-            if (s_path (layer, sizeof layer, dir, "layer") < 0)
-                return err_set (err, 500, "internal", "sandbox path too long: %s", dir);
-            for (int i = 0; i < 4 && s_is_mountpoint (layer) > 0; i++)
-                if (umount2 (layer, UMOUNT_NOFOLLOW) < 0
-                    && umount2 (layer, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-                    return err_set (err, 500, "internal", "unmounting %s: %s", layer,
-                                    strerror (errno));
-
-            if (s_unshare_point (dir, err) < 0)
-                return -1;
-            /* util_rm_rf neither follows links planted in upper/ nor crosses into a
-               mount that is still there. */
-            if (util_rm_rf (dir) < 0)
-                return err_set (err, 500, "internal", "removing %s: %s", dir, strerror (errno));
-            return s_remove_cgroups (cfg, cid, err);
-        }
-
-        /* Change the cgroup limits of a running container: see runtime.h. */
-        int runtime_update (const runtime_config_t *cfg, const char *cid, const limits_t *limits,
-                            err_t *err)
-        {
-            if (!cfg || !limits || !s_valid_cid (cid))
-                return err_set (err, 500, "internal", "invalid container id");
-            char mem[32], pids[32], quota[32], period[32];
-            json_int_t q = (json_int_t)(limits->cpus * S_CPU_PERIOD + 0.5);
-            snprintf (mem, sizeof mem, "%lld", (long long)limits->memory_mb * 1024 * 1024);
-            snprintf (pids, sizeof pids, "%lld", (long long)limits->pids);
-            snprintf (quota, sizeof quota, "%lld", (long long)(q < 1000 ? 1000 : q));
-            snprintf (period, sizeof period, "%d", S_CPU_PERIOD);
-            const char *args[]
-                = { "update",       "--memory", mem,           "--memory-swap", mem,
-                    "--pids-limit", pids,       "--cpu-quota", quota,           "--cpu-period",
-                    period,         cid,        NULL };
-            char out[512];
-            int rc = s_runtime_run (cfg, out, sizeof out, args);
-            if (rc != 0)
-                return err_set (err, 500, "internal", "updating limits of %s: %.300s", cid, out);
-            return 0;
-        }
+/* Change the cgroup limits of a running container: see runtime.h. */
+int
+runtime_update (const runtime_config_t *cfg, const char *cid, const limits_t *limits, err_t *err)
+{
+    if (!cfg || !limits || !s_valid_cid (cid))
+        return err_set (err, 500, "internal", "invalid container id");
+    char mem[32], pids[32], quota[32], period[32];
+    json_int_t q = (json_int_t)(limits->cpus * S_CPU_PERIOD + 0.5);
+    snprintf (mem, sizeof mem, "%lld", (long long)limits->memory_mb * 1024 * 1024);
+    snprintf (pids, sizeof pids, "%lld", (long long)limits->pids);
+    snprintf (quota, sizeof quota, "%lld", (long long)(q < 1000 ? 1000 : q));
+    snprintf (period, sizeof period, "%d", S_CPU_PERIOD);
+    const char *args[] = { "update", "--memory",    mem,   "--memory-swap", mem,    "--pids-limit",
+                           pids,     "--cpu-quota", quota, "--cpu-period",  period, cid,
+                           NULL };
+    char out[512];
+    int rc = s_runtime_run (cfg, out, sizeof out, args);
+    if (rc != 0)
+        return err_set (err, 500, "internal", "updating limits of %s: %.300s", cid, out);
+    return 0;
+}
