@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import iso_to_epoch, wait_until  # noqa: E402
 
-DEFAULT_LIMITS = {"memory_mb": 1024, "cpus": 1.0, "pids": 512}
+DEFAULT_LIMITS = {"memory_mb": 1024, "cpus": 1.0, "pids": 512, "disk_mb": 2048}
 
 
 def check_sandbox_fields(t, r, what):
@@ -53,7 +53,7 @@ def test_create_generated(t, b):
 
 def test_create_with_id(t, b):
     body = {"id": "box-1", "keepalive_seconds": 900, "env": {"FOO": "bar"},
-            "limits": {"memory_mb": 512, "cpus": 0.5, "pids": 256}}
+            "limits": {"memory_mb": 512, "cpus": 0.5, "pids": 256, "disk_mb": 256}}
     r = b.create(**body)
     if not t.eq(r.status, 201, "create with client id answers 201", r):
         return
