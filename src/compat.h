@@ -23,6 +23,7 @@ typedef struct {
     auth_t *auth;
     sandbox_mgr_t *mgr;
     contexts_t *ctxs;
+    struct _mounts_t *mounts; /* bucket mounts (mounts.h) */
 } compat_env_t;
 
 typedef struct {

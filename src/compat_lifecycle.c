@@ -7,6 +7,7 @@
    message"}. sleepAfter is an idle timer: requests through this surface
    push the sandbox's expiry on by its window. */
 #include "compat.h"
+#include "mounts.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -589,24 +590,16 @@ static int
 s_mount (const compat_env_t *env, const char *tenant, const char *id, json_t *native_body,
          json_t **out, err_t *err)
 {
-    (void)env;
-    (void)tenant;
-    (void)id;
-    (void)native_body;
     *out = NULL;
-    return err_set (err, 501, "not_implemented", "bucket mounts are not available in this build");
+    return mounts_create (env->mounts, tenant, id, native_body, out, err);
 }
 
 static int
 s_unmount (const compat_env_t *env, const char *tenant, const char *id, const char *mount_path,
            json_t **out, err_t *err)
 {
-    (void)env;
-    (void)tenant;
-    (void)id;
-    (void)mount_path;
     *out = NULL;
-    return err_set (err, 501, "not_implemented", "bucket mounts are not available in this build");
+    return mounts_delete (env->mounts, tenant, id, mount_path, out, err);
 }
 
 /* A bucket name: 1 to 255 of [A-Za-z0-9._-] (S3, R2 and GCS names fit). */

@@ -967,7 +967,7 @@ static enum MHD_Result
 s_compat (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *rest,
           request_t *req, compat_handler_fn *fn)
 {
-    compat_env_t env = { self->cfg, self->auth, self->mgr, self->ctxs };
+    compat_env_t env = { self->cfg, self->auth, self->mgr, self->ctxs, self->mounts };
     compat_request_t creq = {
         .method = method,
         .path = rest,

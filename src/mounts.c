@@ -119,10 +119,13 @@ mounts_check_path (const char *path, char *buf, size_t size, err_t *err)
     return 0;
 }
 
+/* Host names as people write them: DNS letters, digits, '.', '-', and '_'
+   (not valid DNS, but used in internal names and in documentation
+   placeholders). Nothing that s3fs's option syntax gives meaning to. */
 static bool
 s_host_char (char c)
 {
-    return isalnum ((unsigned char)c) || c == '.' || c == '-';
+    return isalnum ((unsigned char)c) || c == '.' || c == '-' || c == '_';
 }
 
 int

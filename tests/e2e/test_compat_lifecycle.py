@@ -314,14 +314,19 @@ def test_scenario_one(t, b):
 
 MOUNT_IDS = ("sandboxId", "sessionId", "bucket", "mountPath")
 ENDPOINT = "https://YOUR_ACCOUNT_ID.r2.cloudflarestorage.com"
-NOT_BUILT = "bucket mounts are not available in this build"
 
 
 def mount_not_built(r):
-    """The native mounts module is not in this build: the surface answers
-    501 in the document's error shape. (Once it is wired, these requests
-    reach it; see docs/compat.md.)"""
-    return err_ok(r, 501, MOUNT_IDS) and NOT_BUILT in r.get("error", "")
+    """The document's examples name an R2 endpoint this machine cannot
+    reach; the test broker only allows 127.0.0.1 (mount_endpoint_hosts), so
+    a request that passes the surface's validation reaches the native
+    mounts module and is refused there, in the document's error shape."""
+    return err_ok(r, 403, MOUNT_IDS, "endpoint_not_allowed")
+
+
+def not_mounted(r, keys=("sandboxId", "sessionId", "mountPath")):
+    """An unmount of a path with no mount: the native 404, in the document's shape."""
+    return err_ok(r, 404, keys, "not_found")
 
 
 def test_mount_examples(t, b):
@@ -380,19 +385,17 @@ def test_mount_examples(t, b):
     t.ok(mount_not_built(r) and r.get("sessionId") == "s1", "mount in session s1 (doc example): "
          "passes validation, sessionId echoed", r)
     r = L(b, "DELETE", "/unmount-bucket?mountPath=/data")
-    t.ok(err_ok(r, 501, ("sandboxId", "sessionId", "mountPath")) and NOT_BUILT in r.get("error", ""),
-         "DELETE /unmount-bucket?mountPath=/data (doc example): passes validation", r)
+    t.ok(not_mounted(r), "DELETE /unmount-bucket?mountPath=/data (doc example): nothing mounted there, 404", r)
     t.ok(r.get("mountPath") == "/data" and r.get("sessionId") is None, "error names mountPath", r)
     r = L(b, "POST", "/unmount-bucket", '''{
     "mountPath": "/data"
   }''')
-    t.ok(err_ok(r, 501, ("sandboxId", "sessionId", "mountPath")), "POST /unmount-bucket with a "
-         "body (doc example): passes validation", r)
+    t.ok(not_mounted(r), "POST /unmount-bucket with a body (doc example): reaches the mounts module", r)
     r = L(b, "DELETE", "/unmount-bucket?mountPath=/data&sessionId=s1")
-    t.ok(err_ok(r, 501, ("sandboxId", "sessionId", "mountPath")) and r.get("sessionId") == "s1",
+    t.ok(not_mounted(r) and r.get("sessionId") == "s1",
          "DELETE /unmount-bucket in session s1 (doc example): passes validation", r)
     r = L(b, "DELETE", "/unmount-bucket?path=/data")
-    t.ok(err_ok(r, 501, ("sandboxId", "sessionId", "mountPath")) and r.get("mountPath") == "/data",
+    t.ok(not_mounted(r) and r.get("mountPath") == "/data",
          "path is an alias of mountPath", r)
     b.post("/v1/sandboxes/sb-123/env", {"R2_ACCESS_KEY_ID": None, "R2_SECRET_ACCESS_KEY": None})
 
@@ -401,10 +404,10 @@ EXEC_KEYS = {"sandboxId", "stdout", "stderr", "exit_code", "duration_ms", "timed
 
 
 def test_scenarios_two_and_three(t, b):
-    """Section 6, scenarios 2 and 3, as written. Without the native mounts
-    module the mount steps answer 501 and /data stays absent, so the
-    commands on it fail inside the sandbox: their answers are still the
-    documented exec results."""
+    """Section 6, scenarios 2 and 3, as written. The R2 endpoint they name
+    is refused here (allow-list), so /data stays absent and the commands on
+    it fail inside the sandbox: their answers are still the documented exec
+    results. test_real_mount does the same against a real S3 server."""
     L(b, "POST", "/session?session_id=s1", '{"cwd":"/tmp"}')  # harmless if it exists
     r = L(b, "POST", "/lifecycle", '{"options":{"keepAlive":true}}')
     t.eq(r.status, 200, "scenario 2 step 1", r)
@@ -415,7 +418,7 @@ def test_scenarios_two_and_three(t, b):
       "endpoint": "https://YOUR_ACCOUNT_ID.r2.cloudflarestorage.com"
     }
   }''')
-    t.ok(r.status in (400, 501) and set(r.body) == set(MOUNT_IDS) | {"error"}, "step 2: the "
+    t.ok(r.status in (400, 403) and set(r.body) == set(MOUNT_IDS) | {"error"}, "step 2: the "
          "mount answer has the document's error shape", r)
     for cmd in ('{"command": "ls -la /data"}', '{"command": "cat /data/my-file.txt"}',
                 '{"command": "echo \\"Hello from sandbox\\" > /data/output.txt"}'):
@@ -423,7 +426,7 @@ def test_scenarios_two_and_three(t, b):
         t.ok(r.status == 200 and set(r.body) == EXEC_KEYS and r.get("exit_code") != 0,
              "scenario 2 exec %s: 200 with the exec result (no /data here)" % cmd, r)
     r = L(b, "DELETE", "/unmount-bucket?mountPath=/data")
-    t.ok(r.status == 501 and set(r.body) == {"sandboxId", "sessionId", "mountPath", "error"},
+    t.ok(r.status == 404 and set(r.body) == {"sandboxId", "sessionId", "mountPath", "error"},
          "step 6: unmount answer in the document's shape", r)
     r = L(b, "POST", "/session?session_id=data-processing", '''{
     "session": {
@@ -446,9 +449,42 @@ def test_scenarios_two_and_three(t, b):
     t.ok(r.status == 200 and set(r.body) == EXEC_KEYS | {"sessionId"} and "/data" in r.get("stderr", ""),
          "step 4: the session's BUCKET_PATH is /data (cd fails without the mount)", r)
     r = L(b, "DELETE", "/unmount-bucket?mountPath=/data&sessionId=data-processing")
-    t.ok(r.status == 501 and r.get("sessionId") == "data-processing", "step 5: unmount in the session", r)
+    t.ok(r.status == 404 and r.get("sessionId") == "data-processing", "step 5: unmount in the session", r)
     r = L(b, "DELETE", "/session?session_id=data-processing")
     t.eq(r.status, 200, "step 6: delete the session", r)
+
+
+def test_real_mount(t, b):
+    """Scenario 2 against a real S3-compatible server (s3rver on
+    127.0.0.1): mount through the surface, write in the sandbox, read it
+    back through S3, unmount."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import test_mounts as tm
+    port = tm.free_port()
+    if not tm.start_s3rver(t, port):
+        return
+    try:
+        s3 = tm.STATE["s3"]
+        t.eq(s3.make_bucket("life-bucket"), 200, "bucket created in s3rver")
+        s3.put("life-bucket", "my-file.txt", b"from s3\n")
+        r = L(b, "POST", "/mount-bucket", json.dumps({
+            "bucket": "life-bucket", "mountPath": "/data",
+            "options": {"endpoint": tm.STATE["endpoint"], "provider": "s3",
+                        "credentials": {"accessKeyId": tm.AK, "secretAccessKey": tm.S3_SECRET}}}))
+        t.ok(r.status == 200 and r.get("mountPath") == "/data" and tm.S3_SECRET not in r.raw.decode(),
+             "mount-bucket against s3rver succeeds, the secret is not echoed", r)
+        r = L(b, "POST", "/exec", '{"command": "cat /data/my-file.txt"}')
+        t.eq(r.get("stdout"), "from s3\n", "the sandbox reads the bucket's file at /data", r)
+        r = L(b, "POST", "/exec", '{"command": "echo \\"Hello from sandbox\\" > /data/output.txt"}')
+        t.eq(r.get("exit_code"), 0, "the sandbox writes /data/output.txt", r)
+        got = harness.wait_until(lambda: s3.get("life-bucket", "output.txt"), 10)
+        t.eq(got, b"Hello from sandbox\n", "the file written in the sandbox is in the bucket")
+        r = L(b, "DELETE", "/unmount-bucket?mountPath=/data")
+        t.eq(r.status, 200, "unmount-bucket", r)
+        r = L(b, "POST", "/exec", '{"command": "ls /data | wc -l"}')
+        t.eq((r.get("stdout") or "").strip(), "0", "after unmounting, /data is empty again", r)
+    finally:
+        tm.stop_s3rver()
 
 
 def test_mount_validation(t, b):
@@ -582,12 +618,15 @@ def test_compat_root(t):
 if __name__ == "__main__":
     harness.require_ready()
     tap = harness.Tap()
-    broker = harness.Broker(tap)
+    # Bucket endpoints: only this machine (the doc's R2 endpoint is refused
+    # in the native module, after the surface's validation).
+    broker = harness.Broker(tap, config={"mount_endpoint_hosts": "127.0.0.1"})
     try:
         if broker.start():
             for fn in (test_lifecycle_examples, test_sleep_after, test_exec_examples,
                        test_session_examples, test_session_precedence, test_scenario_one,
-                       test_mount_examples, test_scenarios_two_and_three, test_mount_validation, test_errors_and_isolation,
+                       test_mount_examples, test_scenarios_two_and_three, test_real_mount,
+                       test_mount_validation, test_errors_and_isolation,
                        test_idle_timer, test_destroy, test_no_internal_errors):
                 if not broker.alive():
                     tap.ok(False, "broker is running before %s" % fn.__name__)
