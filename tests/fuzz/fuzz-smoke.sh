@@ -15,7 +15,7 @@ cc=${FUZZ_CC:-clang}
 out=${FUZZ_BUILD_DIR:-tests/fuzz}
 mkdir -p "$out/bin" "$out/crashes"
 
-harnesses="jsonv jupyter execution mime paths agent"
+harnesses="jsonv jupyter execution mime paths agent http"
 [ -n "${FUZZ_ONLY:-}" ] && harnesses=$FUZZ_ONLY
 set -- $harnesses
 echo "1..$#"
@@ -35,6 +35,7 @@ sources_of () {
     mime) echo "mime/mime.c src/util.c" ;;
     paths) echo "src/files.c src/jsonv.c src/util.c" ;;
     agent) echo "" ;;
+    http) (cd "$src" && ls src/*.c | grep -v '^src/main\.c$' && echo mime/mime.c) ;;
     esac
 }
 
@@ -48,7 +49,8 @@ for h in $harnesses; do
     srcs=""
     for s in $(sources_of "$h"); do srcs="$srcs $src/$s"; done
     # shellcheck disable=SC2086
-    if ! $cc -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+    if ! $cc -g -O1 -std=gnu11 -D_GNU_SOURCE -DPACKAGE_VERSION='"fuzz"' \
+        -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=undefined -I"$src/src" -I"$src/mime" $FUZZ_CFLAGS \
         "$src/tests/fuzz/fuzz_$h.c" $srcs -o "$bin" $FUZZ_LIBS >"$work/build-$h.log" 2>&1; then
         echo "not ok $n - fuzz_$h builds"

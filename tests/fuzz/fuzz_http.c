@@ -25,6 +25,7 @@
 #include "config.h"
 #include "contexts.h"
 #include "http_api.h"
+#include "mounts.h"
 #include "ports.h"
 #include "registry.h"
 #include "sandbox.h"
@@ -54,6 +55,8 @@ static const struct {
     { "POST", "/v1/sandboxes/fz/backups" },
     { "POST", "/v1/sandboxes/fz/backups/%s/restore" },
     { "POST", "/v1/sandboxes/fz/ports" },
+    { "POST", "/v1/sandboxes/fz/mounts" },
+    { "DELETE", "/v1/sandboxes/fz/mounts?path=%s" },
     { "GET", "/v1/sandboxes/fz/ports/%s/" },
     { "POST", "/compat/acontext/sandbox/create" },
     { "POST", "/compat/acontext/sandbox/%s/exec" },
@@ -115,7 +118,8 @@ s_start (void)
     sandbox_mgr_t *mgr = link ? sandbox_mgr_new (&cfg, reg, link, &err) : NULL;
     contexts_t *ctxs = mgr ? contexts_new (mgr, &cfg, &err) : NULL;
     ports_t *ports = ctxs ? ports_new (mgr, &cfg, &err) : NULL;
-    http_api_t *http = ports ? http_api_start (&cfg, auth, mgr, ctxs, ports, &err) : NULL;
+    mounts_t *mounts = ports ? mounts_new (mgr, &cfg, &err) : NULL;
+    http_api_t *http = mounts ? http_api_start (&cfg, auth, mgr, ctxs, ports, mounts, &err) : NULL;
     if (!http) {
         fprintf (stderr, "fuzz_http: cannot start the broker: %s\n", err.message);
         abort ();
@@ -187,7 +191,8 @@ s_read_response (int fd)
             return -1;
         got += (size_t)r;
     }
-    return strcasestr (buf, "\r\nconnection: close") && strcasestr (buf, "\r\nconnection: close") < end
+    return strcasestr (buf, "\r\nconnection: close")
+                   && strcasestr (buf, "\r\nconnection: close") < end
                ? 0
                : 1;
 }
