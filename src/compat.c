@@ -119,3 +119,17 @@ compat_response_clear (compat_response_t *resp)
     s_drop_fd (resp);
     memset (resp, 0, sizeof *resp);
 }
+
+bool
+compat_method_allowed (const char *list, const char *method)
+{
+    size_t n = strlen (method);
+    for (const char *p = list; n && *p;) {
+        const char *end = strchr (p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen (p);
+        if (len == n && !strncmp (p, method, n))
+            return true;
+        p = end ? end + 2 : p + len;
+    }
+    return false;
+}

@@ -68,6 +68,9 @@ typedef int (compat_handler_fn) (const compat_env_t *env, const compat_request_t
    that surface with *rest = url. NULL when url is not a compat URL. */
 compat_handler_fn *compat_lookup (const config_t *cfg, const char *url, const char **rest);
 
+/* True when method is one of list, a ", "-separated list of methods. */
+bool compat_method_allowed (const char *list, const char *method);
+
 /* Response helpers for the surfaces. Each sets resp and returns 0. */
 int compat_json (compat_response_t *resp, unsigned status, json_t *body); /* steals body */
 int compat_bytes (compat_response_t *resp, unsigned status, const char *ctype, const void *data,

@@ -376,23 +376,12 @@ s_file_get (ar_t *c, files_root_t *root, const char *path)
     char *buf = s_read_all (root, path, c->env->cfg->max_body_bytes * 16, &len, &err);
     if (!buf)
         return s_error (c, &err);
-    json_t *content = NULL;
-    if (b64) {
-        size_t n64 = sodium_base64_encoded_len (len, sodium_base64_VARIANT_ORIGINAL);
-        char *enc = malloc (n64);
-        if (enc) {
-            sodium_bin2base64 (enc, n64, (const unsigned char *)buf, len,
-                               sodium_base64_VARIANT_ORIGINAL);
-            content = json_string (enc);
-        }
-        free (enc);
-    }
-    else if (memchr (buf, 0, len) || !(content = json_stringn (buf, len))) {
-        free (buf);
+    bool not_utf8 = false;
+    json_t *content = jsonv_file_content (buf, len, b64, &not_utf8);
+    free (buf);
+    if (!content && not_utf8)
         return s_fail (c, 422, "not_utf8",
                        "the file is not UTF-8 text: ask for encoding=base64 or mode=download");
-    }
-    free (buf);
     if (!content)
         return s_fail (c, 500, "internal", "out of memory");
     return s_ok (c, 200, NULL, false,
@@ -512,20 +501,6 @@ static const struct {
     { "/file", "PUT, GET, DELETE" },
 };
 
-static bool
-s_allowed (const char *list, const char *method)
-{
-    size_t n = strlen (method);
-    for (const char *p = list; n && *p;) {
-        const char *end = strchr (p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen (p);
-        if (len == n && !strncmp (p, method, n))
-            return true;
-        p = end ? end + 2 : p + len;
-    }
-    return false;
-}
-
 int
 compat_artifact_handle (const compat_env_t *env, const compat_request_t *req,
                         compat_response_t *resp)
@@ -538,7 +513,7 @@ compat_artifact_handle (const compat_env_t *env, const compat_request_t *req,
             found = (int)i;
     if (found < 0)
         return s_fail (&c, 404, "not_found", "no such route");
-    if (!s_allowed (s_routes[found].allowed, method)) {
+    if (!compat_method_allowed (s_routes[found].allowed, method)) {
         char msg[64];
         snprintf (msg, sizeof msg, "use %s", s_routes[found].allowed);
         compat_add_header (resp, "Allow", s_routes[found].allowed);

@@ -873,21 +873,6 @@ static const struct {
     { "/unmount-bucket", "DELETE, POST" },
 };
 
-/* True when method is one of the ", "-separated list. */
-static bool
-s_allowed (const char *list, const char *method)
-{
-    size_t n = strlen (method);
-    for (const char *p = list; n && *p;) {
-        const char *end = strchr (p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen (p);
-        if (len == n && !strncmp (p, method, n))
-            return true;
-        p = end ? end + 2 : p + len;
-    }
-    return false;
-}
-
 int
 compat_lifecycle_handle (const compat_env_t *env, const compat_request_t *req,
                          compat_response_t *resp)
@@ -904,7 +889,7 @@ compat_lifecycle_handle (const compat_env_t *env, const compat_request_t *req,
     if (found < 0)
         return s_fail (&c, s_ids (&c, false, NULL), 404, "not_found", "no such route");
     const char *allowed = s_routes[found].allowed;
-    if (!s_allowed (allowed, method)) {
+    if (!compat_method_allowed (allowed, method)) {
         char msg[64];
         snprintf (msg, sizeof msg, "use %s", allowed);
         compat_add_header (resp, "Allow", allowed);

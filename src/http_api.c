@@ -643,23 +643,12 @@ s_file_get (http_api_t *self, struct MHD_Connection *conn, files_root_t *root, c
         close (fd);
         if (!buf)
             return s_fail (conn, 500, "internal", "out of memory");
-        json_t *content = NULL;
-        if (b64) {
-            size_t n64 = sodium_base64_encoded_len (len, sodium_base64_VARIANT_ORIGINAL);
-            char *enc = malloc (n64);
-            if (enc) {
-                sodium_bin2base64 (enc, n64, (const unsigned char *)buf, len,
-                                   sodium_base64_VARIANT_ORIGINAL);
-                content = json_string (enc);
-            }
-            free (enc);
-        }
-        else if (memchr (buf, 0, len) || !(content = json_stringn (buf, len))) {
-            free (buf);
+        bool not_utf8 = false;
+        json_t *content = jsonv_file_content (buf, len, b64, &not_utf8);
+        free (buf);
+        if (!content && not_utf8)
             return s_fail (conn, 422, "not_utf8",
                            "the file is not UTF-8 text: ask for encoding=base64");
-        }
-        free (buf);
         if (!content)
             return s_fail (conn, 500, "internal", "out of memory");
         return s_send_json (conn, 200,

@@ -2,6 +2,7 @@
 #include "jsonv.h"
 
 #include <math.h>
+#include <sodium.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,4 +253,24 @@ char *
 jsonv_dumps (const json_t *value)
 {
     return json_dumps (value, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+json_t *
+jsonv_file_content (const char *buf, size_t len, bool base64, bool *not_utf8)
+{
+    *not_utf8 = false;
+    if (base64) {
+        size_t n = sodium_base64_encoded_len (len, sodium_base64_VARIANT_ORIGINAL);
+        char *enc = malloc (n);
+        if (!enc)
+            return NULL;
+        sodium_bin2base64 (enc, n, (const unsigned char *)buf, len, sodium_base64_VARIANT_ORIGINAL);
+        json_t *s = json_string (enc);
+        free (enc);
+        return s;
+    }
+    json_t *s = memchr (buf, 0, len) ? NULL : json_stringn (buf, len);
+    if (!s)
+        *not_utf8 = true;
+    return s;
 }

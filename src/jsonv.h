@@ -43,6 +43,12 @@ char *jsonv_utf8_scrub (const char *buf, size_t len, size_t *out_len);
    U+FFFD, NUL bytes are kept (\u0000). Caller owns the reference. */
 json_t *jsonv_string_from_bytes (const char *buf, size_t len);
 
+/* A file's bytes as a JSON string for a response: base64 (standard
+   alphabet) when base64, else the text itself, which must be UTF-8 without
+   NUL: otherwise NULL with *not_utf8 set. NULL with *not_utf8 clear when
+   memory ran out. Caller owns the result. */
+json_t *jsonv_file_content (const char *buf, size_t len, bool base64, bool *not_utf8);
+
 /* Serialise compactly; caller frees. */
 char *jsonv_dumps (const json_t *value);
 

@@ -97,7 +97,8 @@ def test_processes(t, b):
     t.ok(r.status == 200 and not any(n in ("sandboxd", "runc", "systemd", "init", "sshd") for n in names),
          "no host process (broker, runc, init) is visible", r)
     r = b.exec(A, "nohup sleep 3191 > /dev/null 2>&1 & echo started")
-    r = b.exec(A, "pgrep -af 'sleep 319[1]'")
+    # The job may not have exec'd sleep yet when the next command runs.
+    r = b.exec(A, "for i in $(seq 50); do pgrep -af 'sleep 319[1]' && break; sleep 0.1; done")
     t.ok("sleep 3191" in (r.get("stdout") or ""), "a background process keeps running in sandbox A", r)
     r = b.exec(B, "pgrep -af 'sleep 319[1]'")
     t.ok(r.status == 200 and r.get("stdout") == "", "sandbox B does not see sandbox A's processes", r)
