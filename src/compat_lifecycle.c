@@ -470,26 +470,6 @@ s_session (lc_t *c, const char *method)
 
 /* --- /session/exec ------------------------------------------------------------------------ */
 
-/* Append s to buf in single quotes for bash. */
-static void
-s_shell_quote (char *buf, size_t size, const char *s)
-{
-    size_t n = strlen (buf);
-    if (n + 1 < size)
-        buf[n++] = '\'';
-    for (; *s && n + 5 < size; s++) {
-        if (*s == '\'') {
-            memcpy (buf + n, "'\\''", 4);
-            n += 4;
-        }
-        else
-            buf[n++] = *s;
-    }
-    if (n + 1 < size)
-        buf[n++] = '\'';
-    buf[n < size ? n : size - 1] = '\0';
-}
-
 /* 0 when path is a directory in the sandbox; 422 bad_cwd otherwise. */
 static int
 s_check_dir (lc_t *c, const char *path, err_t *err)
@@ -553,7 +533,7 @@ s_session_exec (lc_t *c)
             goto fail;
         }
         snprintf (wrapped, size, "__sbx_owd=$PWD; if cd -- ");
-        s_shell_quote (wrapped, size, cwd);
+        util_shell_quote_append (wrapped, size, cwd);
         size_t n = strlen (wrapped);
         snprintf (wrapped + n, size - n,
                   "; then { %s\n}; __sbx_crc=$?; cd -- \"$__sbx_owd\"; unset __sbx_owd; eval "

@@ -9,26 +9,6 @@
 
 #define GIT_TIMEOUT_MS 600000
 
-/* Append s to buf in single quotes, safe for bash. */
-static void
-s_quote (char *buf, size_t size, const char *s)
-{
-    size_t n = strlen (buf);
-    if (n + 1 < size)
-        buf[n++] = '\'';
-    for (; *s && n + 5 < size; s++) {
-        if (*s == '\'') {
-            memcpy (buf + n, "'\\''", 4);
-            n += 4;
-        }
-        else
-            buf[n++] = *s;
-    }
-    if (n + 1 < size)
-        buf[n++] = '\'';
-    buf[n] = '\0';
-}
-
 static bool
 s_valid_branch (const char *b)
 {
@@ -93,14 +73,14 @@ git_checkout (sandbox_mgr_t *mgr, const char *tenant, const char *sid, json_t *b
     char cmd[40960] = "git clone --quiet"; /* every argument quoted at worst 4x */
     if (branch) {
         strcat (cmd, " --branch ");
-        s_quote (cmd, sizeof cmd, branch);
+        util_shell_quote_append (cmd, sizeof cmd, branch);
     }
     if (depth > 0)
         snprintf (cmd + strlen (cmd), sizeof cmd - strlen (cmd), " --depth %lld", (long long)depth);
     strcat (cmd, " -- ");
-    s_quote (cmd, sizeof cmd, url);
+    util_shell_quote_append (cmd, sizeof cmd, url);
     strcat (cmd, " ");
-    s_quote (cmd, sizeof cmd, dir);
+    util_shell_quote_append (cmd, sizeof cmd, dir);
 
     json_t *req = json_pack ("{s:s, s:s, s:I}", "command", cmd, "cwd", "/workspace", "timeout_ms",
                              (json_int_t)GIT_TIMEOUT_MS);

@@ -407,3 +407,22 @@ util_closep (int *fd)
     if (*fd >= 0)
         close (*fd);
 }
+
+void
+util_shell_quote_append (char *buf, size_t size, const char *s)
+{
+    size_t n = strlen (buf);
+    if (n + 1 < size)
+        buf[n++] = '\'';
+    for (; *s && n + 5 < size; s++) {
+        if (*s == '\'') {
+            memcpy (buf + n, "'\\''", 4);
+            n += 4;
+        }
+        else
+            buf[n++] = *s;
+    }
+    if (n + 1 < size)
+        buf[n++] = '\'';
+    buf[n < size ? n : size - 1] = '\0';
+}

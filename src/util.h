@@ -89,4 +89,9 @@ void util_closep (int *fd);
 #define cleanup_free  __attribute__ ((cleanup (util_freep)))
 #define cleanup_close __attribute__ ((cleanup (util_closep)))
 
+/* Append s to the NUL-terminated buf (size bytes in all) in single quotes,
+   safe as one bash word ('\'' for each quote). Truncates when buf is too
+   small: size it for the worst case, 4 bytes per byte of s plus 3. */
+void util_shell_quote_append (char *buf, size_t size, const char *s);
+
 #endif
