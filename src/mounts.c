@@ -909,27 +909,10 @@ s_mount_host (mounts_t *self, const char *dir, int n, const spec_t *sp, json_t *
         rmdir (mnt);
         return err_set (err, 500, "internal", "creating %s: %s", logp, strerror (errno));
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init (&fa);
-    posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2 (&fa, logfd, 1);
-    posix_spawn_file_actions_adddup2 (&fa, logfd, 2);
-    posix_spawn_file_actions_addclosefrom_np (&fa, 3);
-    posix_spawnattr_init (&attr);
-    sigset_t none, all;
-    sigemptyset (&none);
-    sigfillset (&all);
-    posix_spawnattr_setsigmask (&attr, &none);
-    posix_spawnattr_setsigdefault (&attr, &all);
     /* Its own session: a signal to the broker's process group leaves the
        mounts alone, so that they survive a broker restart. */
-    posix_spawnattr_setflags (&attr,
-                              POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
     pid_t pid;
-    int rc = posix_spawnp (&pid, S_S3FS_BIN, &fa, &attr, (char *const *)argv, envp);
-    posix_spawn_file_actions_destroy (&fa);
-    posix_spawnattr_destroy (&attr);
+    int rc = util_spawn_logged (argv, envp, logfd, true, &pid);
     close (logfd);
     if (rc != 0) {
         unlink (pw);

@@ -782,26 +782,9 @@ runtime_start (const runtime_config_t *cfg, const runtime_spec_t *spec, err_t *e
 
     /* runc hands its stdio to the container: stdin /dev/null, output to
        agent.log, no other descriptor of the broker, default signals. */
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init (&fa);
-    posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2 (&fa, logfd, 1);
-    posix_spawn_file_actions_adddup2 (&fa, logfd, 2);
-    posix_spawn_file_actions_addclosefrom_np (&fa, 3);
-    posix_spawnattr_init (&attr);
-    sigset_t none, all;
-    sigemptyset (&none);
-    sigfillset (&all);
-    posix_spawnattr_setsigmask (&attr, &none);
-    posix_spawnattr_setsigdefault (&attr, &all);
-    posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
     int64_t t0 = util_mono_us ();
     pid_t pid;
-    int rc = posix_spawnp (&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy (&fa);
-    posix_spawnattr_destroy (&attr);
+    int rc = util_spawn_logged (argv, environ, logfd, false, &pid);
     if (rc != 0)
         return err_set (err, 500, "internal", "starting %s for %s: %s", argv[0], spec->cid,
                         strerror (rc));

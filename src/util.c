@@ -1,6 +1,8 @@
 /* util.c - errors, logging, clocks, randomness and file helpers. */
 #include "util.h"
 
+#include <spawn.h>
+
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -425,4 +427,29 @@ util_shell_quote_append (char *buf, size_t size, const char *s)
     if (n + 1 < size)
         buf[n++] = '\'';
     buf[n < size ? n : size - 1] = '\0';
+}
+
+int
+util_spawn_logged (const char *const argv[], char *const envp[], int logfd, bool new_session,
+                   pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init (&fa);
+    posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2 (&fa, logfd, 1);
+    posix_spawn_file_actions_adddup2 (&fa, logfd, 2);
+    posix_spawn_file_actions_addclosefrom_np (&fa, 3);
+    posix_spawnattr_init (&attr);
+    sigset_t none, all;
+    sigemptyset (&none);
+    sigfillset (&all);
+    posix_spawnattr_setsigmask (&attr, &none);
+    posix_spawnattr_setsigdefault (&attr, &all);
+    posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+                                         | (new_session ? POSIX_SPAWN_SETSID : 0));
+    int rc = posix_spawnp (pid, argv[0], &fa, &attr, (char *const *)argv, envp);
+    posix_spawn_file_actions_destroy (&fa);
+    posix_spawnattr_destroy (&attr);
+    return rc;
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* An error as it travels up from a module to the HTTP layer: the status a
    client will see, a stable machine code ("not_found", "bad_request", ...)
@@ -93,5 +94,12 @@ void util_closep (int *fd);
    safe as one bash word ('\'' for each quote). Truncates when buf is too
    small: size it for the worst case, 4 bytes per byte of s plus 3. */
 void util_shell_quote_append (char *buf, size_t size, const char *s);
+
+/* Start argv[0] (looked up in PATH) with envp: stdin /dev/null, stdout
+   and stderr to logfd, no other descriptor of ours, default signal
+   dispositions and an empty mask; in a session of its own when
+   new_session. 0 with *pid, or the posix_spawn error number. */
+int util_spawn_logged (const char *const argv[], char *const envp[], int logfd, bool new_session,
+                       pid_t *pid);
 
 #endif
