@@ -620,7 +620,8 @@ def test_cross_tenant_routes(t, b):
               ("GET", v + "/ports", None), ("POST", v + "/ports", {"port": 8000}),
               ("DELETE", v + "/ports/8000", None), ("GET", v + "/ports/8000/", None),
               ("GET", v + "/mounts", None), ("DELETE", v + "/mounts?path=/mnt/x", None),
-              ("POST", v + "/mounts", {"bucket": "b", "mount_path": "/mnt/b", "endpoint": "http://127.0.0.1:1"})]
+              ("POST", v + "/mounts", {"bucket": "bucket-x", "mount_path": "/mnt/bkt", "endpoint": "http://127.0.0.1:1",
+                                         "credentials": {"access_key_id": "a", "secret_access_key": "s"}})]
     wrong = []
     for method, path, body in routes:
         r = b.request(method, path, body=body, tenant="alice")
