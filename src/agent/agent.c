@@ -2801,6 +2801,8 @@ s_on_monitor (agent_t *self)
                with the key we hold), slowly. */
             if (!connected && !self->retry_us)
                 self->retry_us = s_mono_us () + (int64_t)RETRY_MS * 1000;
+            else if (connected)
+                self->retry_us = 0;
         }
         bool more = zmq_msg_more (&frame);
         zmq_msg_close (&frame);
