@@ -430,9 +430,13 @@ s_pool_adopt (sandbox_mgr_t *self, registry_rec_t *rec)
             /* Rewrite config.json with the new limits, for restarts. */
             if (!same) {
                 runtime_spec_t spec;
-                char dir[1200];
+                char dir[1200], key[AGENT_KEY_HEX + 1];
                 s_spec (self, rec, dir, sizeof dir, &spec);
-                runtime_prepare (&self->rt, &spec, &err);
+                if (s_agent_key (dir, key, &err) == 0) {
+                    spec.agent_key = key;
+                    runtime_prepare (&self->rt, &spec, &err);
+                    sodium_memzero (key, sizeof key);
+                }
             }
         }
     }
