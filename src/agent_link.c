@@ -24,7 +24,8 @@
    for that User-Id anyway. A monitor DISCONNECTED event carries only the
    fd, so the agent's connection is known by the fd its messages arrive
    on (ZMQ_SRCFD; it says hello right after every handshake): only that
-   fd going away counts as "the agent disconnected". */
+   fd going away counts as "the agent disconnected", and until the next
+   hello calls are refused as agent_unreachable (callers retry). */
 #include "agent_link.h"
 
 #include <errno.h>
@@ -359,6 +360,14 @@ s_handle_front (agent_link_t *self, multipart_t *m)
         if (!b) {
             s_reply_error (self, client, client_len, "sandbox_unavailable",
                            "the sandbox is not running");
+            return;
+        }
+        if (b->agent_fd < 0) {
+            /* Not (yet, or no longer) connected: the caller retries until
+               the agent's hello. Sending anyway could land in the pipe of
+               a connection that is gone but not yet torn down. */
+            s_reply_error (self, client, client_len, "agent_unreachable",
+                           "the sandbox agent is not connected");
             return;
         }
         const void *d[4] = { "agent", client, zmq_msg_data (&m->part[3]),
