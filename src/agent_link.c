@@ -3,7 +3,7 @@
    Frontend (inproc ROUTER) messages from request threads:
      [client]["call"][cid][header][payload?]   forward to cid's agent
      [client]["done"]                          the caller closed its call
-     [client]["attach"][cid][socket path]      bind cid's ROUTER
+     [client]["attach"][cid][socket path][key] bind cid's ROUTER
      [client]["detach"][cid]                   close it, fail calls in flight
      [client]["stop"]                          end the thread
    Replies to a client are [client][header][payload?].
@@ -13,7 +13,19 @@
    The tag of a request is the caller's frontend identity. A reply is only
    forwarded when that caller has a call in flight to this very sandbox, so
    an agent (which shares its user with tenant code) can never write into a
-   call made to another sandbox. */
+   call made to another sandbox.
+
+   Tenant code can connect to the agent socket too (same uid as the agent,
+   and a read-only bind mount does not stop connect(2)). So each ROUTER is
+   a ZMQ_PLAIN server: the ZAP handler below (a REP socket at
+   inproc://zeromq.zap.01, polled by this thread) admits a peer only with
+   cid's secret, and names it user cid. Unauthenticated peers never get a
+   pipe, so none of their frames is ever read; every message is checked
+   for that User-Id anyway. A monitor DISCONNECTED event carries only the
+   fd, so the agent's connection is known by the fd its messages arrive
+   on (ZMQ_SRCFD; it says hello right after every handshake): only that
+   fd going away counts as "the agent disconnected", and until the next
+   hello calls are refused as agent_unreachable (callers retry). */
 #include "agent_link.h"
 
 #include <errno.h>
@@ -23,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sodium.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -31,14 +44,23 @@
 #define MAX_HEADER    (64 * 1024)
 #define MAX_PAYLOAD   (1024 * 1024)
 #define MAX_TAG       64
-#define MAX_PARTS     6
+#define MAX_PARTS     8
 #define MAX_CALL_MSGS 200000
+#define ZAP_ENDPOINT  "inproc://zeromq.zap.01"
+/* An unauthenticated peer holds a broker descriptor this long at most. */
+#define HANDSHAKE_MS   5000
+#define REJECT_LOG_MS  10000
+#define MAX_DRAIN_MSGS 4096
 
 typedef struct {
     char cid[64];
     char path[4096];
     void *sock; /* ROUTER the agent connects to */
     void *mon;  /* PAIR receiving the socket's disconnect events */
+    char key[AGENT_KEY_HEX + 1];
+    int agent_fd; /* the authenticated agent's connection, -1 when none */
+    unsigned rejected;
+    int64_t reject_log_ms;
 } backend_t;
 
 typedef struct {
@@ -56,6 +78,7 @@ struct _agent_link_t {
     size_t max_call_bytes;
     /* owned by the link thread */
     void *front;
+    void *zap; /* REP: ZAP requests from every backend's PLAIN handshakes */
     backend_t **backends;
     size_t nbackends;
     inflight_t *inflight;
@@ -247,13 +270,19 @@ s_backend_close (agent_link_t *self, size_t index)
         zmq_close (b->sock);
     }
     unlink (b->path);
+    sodium_memzero (b->key, sizeof b->key);
     free (b);
     self->backends[index] = self->backends[--self->nbackends];
 }
 
 static int
-s_backend_open (agent_link_t *self, const char *cid, const char *path, char *errbuf, size_t errsize)
+s_backend_open (agent_link_t *self, const char *cid, const char *path, const void *key,
+                size_t key_len, char *errbuf, size_t errsize)
 {
+    if (key_len != AGENT_KEY_HEX) {
+        snprintf (errbuf, errsize, "the agent key must be %d hex digits", AGENT_KEY_HEX);
+        return -1;
+    }
     size_t index;
     if (s_backend_find (self, cid, &index))
         s_backend_close (self, index);
@@ -269,10 +298,19 @@ s_backend_open (agent_link_t *self, const char *cid, const char *path, char *err
     self->backends = grown;
     snprintf (b->cid, sizeof b->cid, "%s", cid);
     snprintf (b->path, sizeof b->path, "%s", path);
+    memcpy (b->key, key, AGENT_KEY_HEX);
+    b->key[AGENT_KEY_HEX] = '\0';
+    b->agent_fd = -1;
     b->sock = zmq_socket (self->ctx, ZMQ_ROUTER);
-    int one = 1, zero = 0, hwm = 256;
+    int one = 1, zero = 0, hwm = 256, handshake = HANDSHAKE_MS;
     int64_t maxmsg = MAX_PAYLOAD + 4096;
+    zmq_setsockopt (b->sock, ZMQ_PLAIN_SERVER, &one, sizeof one);
+    zmq_setsockopt (b->sock, ZMQ_ZAP_DOMAIN, cid, strlen (cid));
+    zmq_setsockopt (b->sock, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake);
     zmq_setsockopt (b->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    /* A reconnecting agent takes its routing id over from a connection
+       not yet torn down; only authenticated peers ever get one. */
+    zmq_setsockopt (b->sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt (b->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt (b->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt (b->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
@@ -284,6 +322,7 @@ s_backend_open (agent_link_t *self, const char *cid, const char *path, char *err
     if (zmq_bind (b->sock, endpoint) < 0) {
         snprintf (errbuf, errsize, "binding %.300s: %s", endpoint, zmq_strerror (errno));
         zmq_close (b->sock);
+        sodium_memzero (b->key, sizeof b->key);
         free (b);
         return -1;
     }
@@ -323,6 +362,14 @@ s_handle_front (agent_link_t *self, multipart_t *m)
                            "the sandbox is not running");
             return;
         }
+        if (b->agent_fd < 0) {
+            /* Not (yet, or no longer) connected: the caller retries until
+               the agent's hello. Sending anyway could land in the pipe of
+               a connection that is gone but not yet torn down. */
+            s_reply_error (self, client, client_len, "agent_unreachable",
+                           "the sandbox agent is not connected");
+            return;
+        }
         const void *d[4] = { "agent", client, zmq_msg_data (&m->part[3]),
                              m->n == 5 ? zmq_msg_data (&m->part[4]) : NULL };
         size_t s[4] = { 5, client_len, zmq_msg_size (&m->part[3]),
@@ -336,10 +383,12 @@ s_handle_front (agent_link_t *self, multipart_t *m)
         if (s_inflight_add (self, client, client_len, cid) < 0)
             s_reply_error (self, client, client_len, "internal", "out of memory");
     }
-    else if (s_part_is (m, 1, "attach") && m->n == 4) {
+    else if (s_part_is (m, 1, "attach") && m->n == 5) {
         char path[4096], errbuf[512];
         s_part_str (m, 3, path, sizeof path);
-        if (s_backend_open (self, cid, path, errbuf, sizeof errbuf) < 0)
+        if (s_backend_open (self, cid, path, zmq_msg_data (&m->part[4]), zmq_msg_size (&m->part[4]),
+                            errbuf, sizeof errbuf)
+            < 0)
             s_reply_text (self, client, client_len, errbuf);
         else
             s_reply_text (self, client, client_len, "ok");
@@ -364,8 +413,23 @@ s_handle_front (agent_link_t *self, multipart_t *m)
 static void
 s_handle_back (agent_link_t *self, backend_t *b, multipart_t *m)
 {
+    if (m->n < 2)
+        return;
+    /* Only the peer that passed ZAP with this sandbox's key is user cid;
+       libzmq reads nothing from any other, this is the second lock. */
+    const char *user = zmq_msg_gets (&m->part[1], "User-Id");
+    if (!user || strcmp (user, b->cid) != 0) {
+        log_warn ("agent %s: message from an unauthenticated peer dropped", b->cid);
+        return;
+    }
+    int fd = zmq_msg_get (&m->part[1], ZMQ_SRCFD);
+    if (fd >= 0 && fd != b->agent_fd) {
+        if (b->agent_fd < 0)
+            log_info ("sandbox %s: agent connected", b->cid);
+        b->agent_fd = fd;
+    }
     if (m->overflow || m->n < 3 || m->n > 4 || !s_part_is (m, 0, "agent"))
-        return; /* not our agent, or not our protocol: drop */
+        return; /* not our protocol: drop */
     size_t tag_len = zmq_msg_size (&m->part[1]);
     size_t header_len = zmq_msg_size (&m->part[2]);
     if (tag_len == 0 || tag_len > MAX_TAG)
@@ -409,6 +473,95 @@ s_handle_back (agent_link_t *self, backend_t *b, multipart_t *m)
     json_decref (h);
 }
 
+/* Answer one ZAP request (rfc.zeromq.org/spec/27): [version][request id]
+   [domain][address][identity][mechanism][credentials...]. A peer passes
+   only with mechanism PLAIN, user "agent" and the key of the backend named
+   by the domain, compared in constant time; it is then known as user cid.
+   Every request gets a reply, or libzmq would stall that handshake. */
+static void
+s_handle_zap (agent_link_t *self)
+{
+    multipart_t m;
+    if (s_recv_multipart (self->zap, &m, ZMQ_DONTWAIT) < 0)
+        return;
+    char domain[64], address[128];
+    s_part_str (&m, 2, domain, sizeof domain);
+    s_part_str (&m, 3, address, sizeof address);
+    backend_t *b = NULL;
+    if (!m.overflow && m.n == 8 && s_part_is (&m, 0, "1.0") && s_part_is (&m, 5, "PLAIN")
+        && zmq_msg_size (&m.part[2]) < sizeof domain)
+        b = s_backend_find (self, domain, NULL);
+    bool ok = b && s_part_is (&m, 6, "agent") && zmq_msg_size (&m.part[7]) == AGENT_KEY_HEX
+              && sodium_memcmp (zmq_msg_data (&m.part[7]), b->key, AGENT_KEY_HEX) == 0;
+    if (!ok && b) {
+        /* Tenant code can knock as often as it likes: log a summary. */
+        b->rejected++;
+        int64_t now = util_mono_ms ();
+        if (now - b->reject_log_ms >= REJECT_LOG_MS) {
+            log_warn ("sandbox %s: rejected %u unauthenticated peer(s) on the agent socket "
+                      "(last from uid:gid:pid %s)",
+                      b->cid, b->rejected, address);
+            b->rejected = 0;
+            b->reject_log_ms = now;
+        }
+    }
+    const void *d[6] = { "1.0",
+                         m.n > 1 ? zmq_msg_data (&m.part[1]) : "",
+                         ok ? "200" : "400",
+                         ok ? "OK" : "not the sandbox agent",
+                         ok ? b->cid : "",
+                         "" };
+    size_t s[6] = {
+        3, m.n > 1 ? zmq_msg_size (&m.part[1]) : 0, 3, ok ? 2 : 21, ok ? strlen (b->cid) : 0, 0
+    };
+    s_send_frames (self->zap, 6, d, s);
+    s_close_multipart (&m);
+}
+
+/* Read what the backend has queued, up to a bound. */
+static void
+s_drain_back (agent_link_t *self, backend_t *b, int max)
+{
+    for (int k = 0; k < max; k++) {
+        multipart_t m;
+        if (s_recv_multipart (b->sock, &m, ZMQ_DONTWAIT) < 0)
+            break;
+        s_handle_back (self, b, &m);
+        s_close_multipart (&m);
+    }
+}
+
+/* One monitor event: [event u16, value u32][endpoint]. Only the
+   authenticated agent's connection closing fails the calls in flight; a
+   peer that failed (or never tried) the handshake changes nothing. */
+static void
+s_handle_mon (agent_link_t *self, backend_t *b)
+{
+    multipart_t m;
+    if (s_recv_multipart (b->mon, &m, ZMQ_DONTWAIT) < 0)
+        return;
+    uint16_t event = 0;
+    uint32_t value = 0;
+    if (m.n >= 1 && zmq_msg_size (&m.part[0]) == 6) {
+        memcpy (&event, zmq_msg_data (&m.part[0]), sizeof event);
+        memcpy (&value, (char *)zmq_msg_data (&m.part[0]) + 2, sizeof value);
+    }
+    s_close_multipart (&m);
+    if (event != ZMQ_EVENT_DISCONNECTED)
+        return;
+    /* libzmq flushed the connection's last messages before it reported
+       the disconnect: read them first, so a late message cannot name an
+       fd that is already gone (and may be reused by the next peer). */
+    s_drain_back (self, b, MAX_DRAIN_MSGS);
+    if (b->agent_fd < 0 || (int)value != b->agent_fd) {
+        log_debug ("sandbox %s: a peer that was not the agent went away", b->cid);
+        return;
+    }
+    b->agent_fd = -1;
+    log_info ("sandbox %s: agent disconnected", b->cid);
+    s_fail_inflight (self, b->cid, "the sandbox agent disconnected");
+}
+
 static void *
 s_thread (void *arg)
 {
@@ -416,7 +569,7 @@ s_thread (void *arg)
     zmq_pollitem_t *items = NULL;
     size_t cap = 0;
     for (;;) {
-        size_t n = 1 + 2 * self->nbackends;
+        size_t n = 2 + 2 * self->nbackends;
         if (n > cap) {
             zmq_pollitem_t *grown = realloc (items, n * sizeof *grown);
             if (!grown) {
@@ -427,9 +580,10 @@ s_thread (void *arg)
             cap = n;
         }
         items[0] = (zmq_pollitem_t){ self->front, 0, ZMQ_POLLIN, 0 };
+        items[1] = (zmq_pollitem_t){ self->zap, 0, ZMQ_POLLIN, 0 };
         for (size_t i = 0; i < self->nbackends; i++) {
-            items[1 + 2 * i] = (zmq_pollitem_t){ self->backends[i]->sock, 0, ZMQ_POLLIN, 0 };
-            items[2 + 2 * i] = (zmq_pollitem_t){ self->backends[i]->mon, 0,
+            items[2 + 2 * i] = (zmq_pollitem_t){ self->backends[i]->sock, 0, ZMQ_POLLIN, 0 };
+            items[3 + 2 * i] = (zmq_pollitem_t){ self->backends[i]->mon, 0,
                                                  self->backends[i]->mon ? ZMQ_POLLIN : 0, 0 };
         }
         if (zmq_poll (items, (int)n, -1) < 0) {
@@ -437,26 +591,17 @@ s_thread (void *arg)
                 continue;
             break;
         }
+        if (items[1].revents & ZMQ_POLLIN)
+            for (int k = 0; k < 64; k++)
+                s_handle_zap (self);
         /* Backends first, front last: the front may add or remove backends. */
-        for (size_t i = 0; i < self->nbackends && 1 + 2 * i < n; i++) {
+        for (size_t i = 0; i < self->nbackends && 3 + 2 * i < n; i++) {
             backend_t *b = self->backends[i];
-            if (items[1 + 2 * i].revents & ZMQ_POLLIN) {
-                for (int k = 0; k < 64; k++) {
-                    multipart_t m;
-                    if (s_recv_multipart (b->sock, &m, ZMQ_DONTWAIT) < 0)
-                        break;
-                    s_handle_back (self, b, &m);
-                    s_close_multipart (&m);
-                }
-            }
-            if (b->mon && (items[2 + 2 * i].revents & ZMQ_POLLIN)) {
-                multipart_t m;
-                if (s_recv_multipart (b->mon, &m, ZMQ_DONTWAIT) == 0) {
-                    log_info ("sandbox %s: agent disconnected", b->cid);
-                    s_fail_inflight (self, b->cid, "the sandbox agent disconnected");
-                    s_close_multipart (&m);
-                }
-            }
+            if (items[2 + 2 * i].revents & ZMQ_POLLIN)
+                s_drain_back (self, b, 64);
+            if (b->mon && (items[3 + 2 * i].revents & ZMQ_POLLIN))
+                for (int k = 0; k < 64; k++)
+                    s_handle_mon (self, b);
         }
         if (items[0].revents & ZMQ_POLLIN) {
             int stop = 0;
@@ -542,9 +687,13 @@ agent_link_new (size_t max_call_bytes, err_t *err)
        what can queue up for one that reads slowly. */
     zmq_setsockopt (self->front, ZMQ_SNDHWM, &zero, sizeof zero);
     zmq_setsockopt (self->front, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (zmq_bind (self->front, self->endpoint) < 0
+    /* The ZAP handler must be bound before any PLAIN handshake starts. */
+    self->zap = zmq_socket (self->ctx, ZMQ_REP);
+    zmq_setsockopt (self->zap, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind (self->front, self->endpoint) < 0 || zmq_bind (self->zap, ZAP_ENDPOINT) < 0
         || pthread_create (&self->thread, NULL, s_thread, self) != 0) {
         err_set (err, 500, "internal", "starting the agent link: %s", zmq_strerror (errno));
+        zmq_close (self->zap);
         zmq_close (self->front);
         zmq_ctx_term (self->ctx);
         free (self);
@@ -567,6 +716,7 @@ agent_link_destroy (agent_link_t **self_p)
         s_control (self, 1, d, s, buf, sizeof buf);
         pthread_join (self->thread, NULL);
     }
+    zmq_close (self->zap);
     zmq_close (self->front);
     zmq_ctx_term (self->ctx);
     free (self->backends);
@@ -576,12 +726,13 @@ agent_link_destroy (agent_link_t **self_p)
 }
 
 int
-agent_link_attach (agent_link_t *self, const char *cid, const char *sock_path, err_t *err)
+agent_link_attach (agent_link_t *self, const char *cid, const char *sock_path, const char *key,
+                   err_t *err)
 {
-    const void *d[] = { "attach", cid, sock_path };
-    size_t s[] = { 6, strlen (cid), strlen (sock_path) };
+    const void *d[] = { "attach", cid, sock_path, key };
+    size_t s[] = { 6, strlen (cid), strlen (sock_path), strlen (key) };
     char buf[512];
-    if (s_control (self, 3, d, s, buf, sizeof buf) < 0)
+    if (s_control (self, 4, d, s, buf, sizeof buf) < 0)
         return err_set (err, 500, "internal", "agent socket for %s: %s", cid, buf);
     return 0;
 }

@@ -21,10 +21,18 @@ agent_link_t *agent_link_new (size_t max_call_bytes, err_t *err);
 /* Stop the thread and close every socket. Sandboxes keep running. */
 void agent_link_destroy (agent_link_t **self_p);
 
+/* Length of an agent key: 32 random bytes in lower-case hex. */
+#define AGENT_KEY_HEX 64
+
 /* Bind the ROUTER socket for container cid at the unix socket path
    sock_path (its directory must be one only the broker writes). Any stale
-   socket file there is replaced. 0 or -1 with *err. */
-int agent_link_attach (agent_link_t *self, const char *cid, const char *sock_path, err_t *err);
+   socket file there is replaced. Only a peer that authenticates with
+   ZMQ_PLAIN as user "agent" with password key (AGENT_KEY_HEX hex digits,
+   copied) counts as cid's agent: nothing from any other peer is read, and
+   only the authenticated connection going away fails calls in flight.
+   0 or -1 with *err. */
+int agent_link_attach (agent_link_t *self, const char *cid, const char *sock_path, const char *key,
+                       err_t *err);
 
 /* Close cid's socket; calls in flight to it end with a sandbox_unavailable
    error event. Unknown cids are ignored. */

@@ -359,6 +359,15 @@ runtime_build_config (const runtime_config_t *cfg, const runtime_spec_t *spec)
         S_OOM_SCORE_ADJ, "capabilities", "bounding", "effective", "inheritable", "permitted",
         "ambient", "rlimits", s_rlimit ("RLIMIT_NOFILE", 4096, 4096),
         s_rlimit ("RLIMIT_CORE", 0, 0));
+    /* The agent reads its secret from here, wipes it from its environment
+       block and drops it before it runs anything (it is not dumpable, so
+       /proc/1/environ is closed to tenant code). config.json stays in the
+       root-only bundle directory, outside the container's root. */
+    if (spec->agent_key && *spec->agent_key) {
+        char kv[256];
+        snprintf (kv, sizeof kv, "SANDBOXD_AGENT_KEY=%s", spec->agent_key);
+        json_array_append_new (json_object_get (process, "env"), json_string (kv));
+    }
 
     json_t *mounts = json_array ();
     static const char *const proc_opts[] = { "nosuid", "noexec", "nodev", NULL };

@@ -34,6 +34,8 @@ typedef struct {
     const char *lower; /* image rootfs, the read-only overlay lower layer */
     const char *hostname;
     limits_t limits;
+    const char *agent_key; /* the agent's secret, passed as SANDBOXD_AGENT_KEY in its
+                              environment (docs/agent-protocol.md); NULL for none */
 } runtime_spec_t;
 
 typedef enum {

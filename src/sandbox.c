@@ -2,6 +2,7 @@
 #include "sandbox.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include "jsonv.h"
@@ -151,19 +153,63 @@ s_spec (sandbox_mgr_t *self, const registry_rec_t *rec, char *dir, size_t dirsiz
     spec->limits = rec->limits;
 }
 
+/* The secret cid's agent authenticates with (docs/agent-protocol.md):
+   <dir>/agent.key, root-only and outside ctl/, so it survives a broker
+   restart and never enters the container as a file. Made on first use.
+   key receives AGENT_KEY_HEX + 1 bytes. 0 or -1 with *err. */
+static int
+s_agent_key (const char *dir, char *key, err_t *err)
+{
+    char path[1300];
+    snprintf (path, sizeof path, "%s/agent.key", dir);
+    if (util_mkdir_p (dir, 0700) < 0)
+        return err_set (err, 500, "internal", "creating %s: %m", dir);
+    int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read (fd, key, AGENT_KEY_HEX + 1);
+        close (fd);
+        bool hex = n == AGENT_KEY_HEX;
+        for (ssize_t i = 0; hex && i < n; i++)
+            hex = (key[i] >= '0' && key[i] <= '9') || (key[i] >= 'a' && key[i] <= 'f');
+        key[hex ? AGENT_KEY_HEX : 0] = '\0';
+        if (hex)
+            return 0;
+        log_warn ("%s is malformed: making a new agent key", path);
+        unlink (path);
+    }
+    else if (errno != ENOENT)
+        return err_set (err, 500, "internal", "opening %s: %m", path);
+    util_random_hex (key, AGENT_KEY_HEX / 2);
+    fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set (err, 500, "internal", "creating %s: %m", path);
+    bool ok = write (fd, key, AGENT_KEY_HEX) == AGENT_KEY_HEX && fsync (fd) == 0;
+    close (fd);
+    if (!ok) {
+        unlink (path);
+        return err_set (err, 500, "internal", "writing %s: %m", path);
+    }
+    return 0;
+}
+
 /* Bring the container of rec up and wait until its agent answers. */
 static int
 s_start (sandbox_mgr_t *self, const registry_rec_t *rec, bool start_container, err_t *err)
 {
-    char dir[1200], sock[1200];
+    char dir[1200], sock[1200], key[AGENT_KEY_HEX + 1];
     runtime_spec_t spec;
     s_spec (self, rec, dir, sizeof dir, &spec);
     if (s_sock_of (self, rec->cid, sock, sizeof sock, err) < 0)
         return -1;
-    if (runtime_prepare (&self->rt, &spec, err) < 0)
+    if (s_agent_key (dir, key, err) < 0)
         return -1;
+    spec.agent_key = key;
+    int rc = runtime_prepare (&self->rt, &spec, err);
     /* Bind before the container starts, so the agent's first connect works. */
-    if (agent_link_attach (self->link, rec->cid, sock, err) < 0)
+    if (rc == 0)
+        rc = agent_link_attach (self->link, rec->cid, sock, key, err);
+    sodium_memzero (key, sizeof key);
+    if (rc < 0)
         return -1;
     if (start_container && runtime_start (&self->rt, &spec, err) < 0)
         return -1;
@@ -390,9 +436,13 @@ s_pool_adopt (sandbox_mgr_t *self, registry_rec_t *rec)
             /* Rewrite config.json with the new limits, for restarts. */
             if (!same) {
                 runtime_spec_t spec;
-                char dir[1200];
+                char dir[1200], key[AGENT_KEY_HEX + 1];
                 s_spec (self, rec, dir, sizeof dir, &spec);
-                runtime_prepare (&self->rt, &spec, &err);
+                if (s_agent_key (dir, key, &err) == 0) {
+                    spec.agent_key = key;
+                    runtime_prepare (&self->rt, &spec, &err);
+                    sodium_memzero (key, sizeof key);
+                }
             }
         }
     }

@@ -47,6 +47,9 @@
 #define MSGS_PER_WAKEUP  64
 #define NOFILE_WANT      4096
 #define MONITOR_ENDPOINT "inproc://sandbox-agent-monitor"
+#define KEY_ENV          "SANDBOXD_AGENT_KEY"
+#define KEY_MAX          128
+#define RETRY_MS         1000
 #define SPAWN_WAIT_MS    2000 /* a shell or process must exec within this */
 
 #define MAX_SESSIONS        32
@@ -241,6 +244,8 @@ typedef struct {
     void *ctx;
     void *sock;
     void *monitor; /* PAIR receiving socket events, or NULL */
+    const char *endpoint;
+    int64_t retry_us; /* when to connect again after a refused handshake; 0: no need */
     int sig_fd;
     bool stop;
     exec_t execs[MAX_EXECS];
@@ -2591,6 +2596,8 @@ s_poll_timeout (agent_t *self, int64_t now_us)
         if (at >= 0 && (next < 0 || at < next))
             next = at;
     }
+    if (self->retry_us && (next < 0 || self->retry_us < next))
+        next = self->retry_us;
     if (next < 0)
         return -1;
     if (next <= now_us)
@@ -2764,11 +2771,13 @@ s_on_socket (agent_t *self)
     }
 }
 
-/* Socket monitor events: say hello each time the connection is (re)made,
-   so a restarted broker learns the agent is back. */
+/* Socket monitor events: say hello each time the connection is (re)made
+   and authenticated, so a restarted broker learns the agent is back (and
+   the broker learns which connection is ours). */
 static void
 s_on_monitor (agent_t *self)
 {
+    static bool rejected;
     for (;;) {
         zmq_msg_t frame;
         zmq_msg_init (&frame);
@@ -2780,7 +2789,20 @@ s_on_monitor (agent_t *self)
         if (zmq_msg_size (&frame) == 6) {
             uint16_t event;
             memcpy (&event, zmq_msg_data (&frame), sizeof event);
-            connected = event == ZMQ_EVENT_CONNECTED;
+            connected = event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+            if (!connected && !rejected)
+                s_log ("ERROR",
+                       "the broker refused the handshake (event 0x%x): wrong or missing "
+                       "%s? retrying every %d ms",
+                       event, KEY_ENV, RETRY_MS);
+            rejected = !connected;
+            /* libzmq gives a connection up for good after a refused
+               handshake; try again later (the broker may be re-attached
+               with the key we hold), slowly. */
+            if (!connected && !self->retry_us)
+                self->retry_us = s_mono_us () + (int64_t)RETRY_MS * 1000;
+            else if (connected)
+                self->retry_us = 0;
         }
         bool more = zmq_msg_more (&frame);
         zmq_msg_close (&frame);
@@ -2933,6 +2955,13 @@ s_run (agent_t *self)
         if (self->monitor && self->items[2].revents)
             s_on_monitor (self);
         int64_t now = s_mono_us ();
+        if (self->retry_us && now >= self->retry_us) {
+            self->retry_us = 0;
+            zmq_disconnect (self->sock, self->endpoint);
+            if (zmq_connect (self->sock, self->endpoint) < 0)
+                s_log ("ERROR", "connecting to %s: %s", self->endpoint,
+                       zmq_strerror (zmq_errno ()));
+        }
         s_check_deadlines (self, now);
         for (int i = 0; i < MAX_EXECS; i++)
             s_exec_maybe_finish (self, &self->execs[i], now);
@@ -2982,6 +3011,30 @@ s_raise_nofile (agent_t *self)
         = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1048576 ? 1048576 : (unsigned)rl.rlim_cur;
 }
 
+/* The secret the broker admits us with (docs/agent-protocol.md), from
+   KEY_ENV. Taken before anything else runs in the container: the value is
+   wiped from the environment block (what /proc/1/environ shows) and the
+   variable dropped, so no child ever inherits it; PR_SET_DUMPABLE 0 keeps
+   tenant code (our uid) from reading our memory or /proc/1/environ. */
+static char s_key[KEY_MAX + 1];
+
+static void
+s_take_key (void)
+{
+    char *v = getenv (KEY_ENV);
+    if (!v) {
+        s_log ("WARN", "%s is not set: connecting without credentials", KEY_ENV);
+        return;
+    }
+    size_t n = strlen (v);
+    if (n > 0 && n <= KEY_MAX)
+        memcpy (s_key, v, n + 1);
+    else
+        s_log ("WARN", "%s is empty or longer than %d bytes: ignored", KEY_ENV, KEY_MAX);
+    explicit_bzero (v, n);
+    unsetenv (KEY_ENV);
+}
+
 /* Create the context, DEALER socket (options per the protocol) and the
    monitor, then connect. 0 or -1 (logged). */
 static int
@@ -3007,7 +3060,18 @@ s_connect (agent_t *self, const char *endpoint)
         s_log ("ERROR", "zmq_setsockopt: %s", zmq_strerror (zmq_errno ()));
         return -1;
     }
-    if (zmq_socket_monitor (self->sock, MONITOR_ENDPOINT, ZMQ_EVENT_CONNECTED) == 0) {
+    if (s_key[0]
+        && (zmq_setsockopt (self->sock, ZMQ_PLAIN_USERNAME, "agent", 5) < 0
+            || zmq_setsockopt (self->sock, ZMQ_PLAIN_PASSWORD, s_key, strlen (s_key)) < 0)) {
+        s_log ("ERROR", "zmq_setsockopt (PLAIN): %s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    /* libzmq keeps its own copy for reconnects. */
+    explicit_bzero (s_key, sizeof s_key);
+    if (zmq_socket_monitor (self->sock, MONITOR_ENDPOINT,
+                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                                | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        == 0) {
         self->monitor = zmq_socket (self->ctx, ZMQ_PAIR);
         if (self->monitor) {
             zmq_setsockopt (self->monitor, ZMQ_LINGER, &linger, sizeof linger);
@@ -3021,6 +3085,7 @@ s_connect (agent_t *self, const char *endpoint)
         s_log ("WARN", "socket monitor unavailable; hello is sent only once");
         zmq_socket_monitor (self->sock, NULL, 0);
     }
+    self->endpoint = endpoint;
     if (zmq_connect (self->sock, endpoint) < 0) {
         s_log ("ERROR", "connecting to %s: %s", endpoint, zmq_strerror (zmq_errno ()));
         return -1;
@@ -3090,6 +3155,7 @@ main (int argc, char *argv[])
     s_fix_stdio ();
     /* Tenant code runs as our uid: keep it from ptracing or reading us. */
     prctl (PR_SET_DUMPABLE, 0, 0, 0, 0);
+    s_take_key ();
     if (getpid () != 1 && prctl (PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         s_log ("WARN", "PR_SET_CHILD_SUBREAPER: %s", strerror (errno));
 

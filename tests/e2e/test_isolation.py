@@ -3,10 +3,12 @@
 bearer tokens are required, and a sandbox sees neither the host nor other
 sandboxes (processes, files, network, privileges)."""
 
+import json
 import os
 import re
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -142,6 +144,83 @@ def test_privileges(t, b):
     t.ok(r.status == 200 and r.get("exit_code") != 0, "the image's system files are not writable", r)
 
 
+# Run in a sandbox: everything tenant code can do to the agent socket
+# (docs/agent-protocol.md, "Authentication"). Prints a JSON summary.
+AGENT_SOCKET_ATTACK = r"""
+import json, socket, struct, time
+out = {"connected": 0, "answered_ok": False}
+def zmtp_greeting(mech):
+    return b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + mech.ljust(20, b"\0") + b"\0" + b"\0" * 31
+def frame(body, more=False, command=False):
+    flags = (1 if more else 0) | (4 if command else 0)
+    return bytes([flags, len(body)]) + body
+def hello(user, password):
+    return frame(b"\x05HELLO" + bytes([len(user)]) + user + bytes([len(password)]) + password,
+                 command=True)
+forged = frame(b"", more=True) + frame(b'{"ev":"hello","version":1,"pid":1}')
+forged += frame(b"tag", more=True) + frame(b'{"ev":"exit","exit_code":0}')
+payloads = [
+    b"GET / HTTP/1.0\r\n\r\n" * 100,                          # garbage
+    b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"\x02" + b"\x7f" * 8,  # 2^63-byte frame
+    zmtp_greeting(b"NULL") + frame(b"\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER", command=True)
+        + forged,                                                 # no credentials
+    zmtp_greeting(b"PLAIN") + hello(b"agent", b"0" * 64) + forged,  # a wrong key
+    b"",                                                          # connect and hang up
+]
+socks = []
+for i in range(20):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect("/run/sandboxd/agent.sock")
+        out["connected"] += 1
+        s.settimeout(0.3)
+        try:
+            s.sendall(payloads[i % len(payloads)])
+        except OSError:
+            pass
+        socks.append(s)
+    except OSError as e:
+        out["error"] = e.errno
+time.sleep(0.5)
+for s in socks:
+    try:
+        data = s.recv(65536)
+        if b"READY" in data:
+            out["answered_ok"] = True
+    except OSError:
+        pass
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def test_agent_socket(t, b):
+    # Tenant code has the agent's uid and can reach its socket; without the
+    # sandbox's key it must change nothing: not a call in flight, not the
+    # broker's idea of whether the agent is connected.
+    long_exec = harness.in_thread(b.exec, A, "sleep 2; echo ok")
+    time.sleep(0.3)
+    r = b.exec(A, "python3 - <<'PYEOF'\n%s\nPYEOF" % AGENT_SOCKET_ATTACK)
+    try:
+        res = json.loads((r.get("stdout") or "").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res = {}
+    t.ok(r.status == 200 and res.get("connected") == 20,
+         "tenant code can connect to /run/sandboxd/agent.sock (and send junk, forged frames)", r)
+    t.ok(res.get("answered_ok") is False, "no fake peer gets past the handshake", r)
+    got, exc = long_exec.join(30)
+    t.ok(exc is None and got is not None and got.status == 200 and got.get("exit_code") == 0
+         and got.get("stdout") == "ok\n", "an exec in flight meanwhile completes normally", got or exc)
+    t.ok("agent disconnected" not in b.log_text(), "the broker never thought the agent disconnected")
+    r = b.exec(A, "echo after")
+    t.eq(r.get("stdout"), "after\n", "execs still work afterwards", r)
+    r = b.exec(A, "ls -A /run/sandboxd; env | grep -c SANDBOXD_AGENT_KEY; cat /proc/1/environ")
+    out = r.get("stdout") or ""
+    t.ok(r.status == 200 and out.splitlines()[:2] == ["agent.sock", "0"] and "KEY" not in out
+         and "Permission denied" in (r.get("stderr") or ""),
+         "the agent's key is in no file, no inherited environment and not in /proc/1/environ", r)
+
+
 if __name__ == "__main__":
     harness.main([test_setup, test_tenants, test_auth, test_files, test_processes, test_host_hidden,
-                  test_network, test_privileges])
+                  test_network, test_privileges, test_agent_socket])

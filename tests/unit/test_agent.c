@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -16,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
-#define PLAN       133
+#define PLAN       139
 #define BUSY_COUNT 256
 #define OUT_CAP    (512 * 1024)
 
@@ -30,6 +33,57 @@ static void *s_ctx, *s_router;
 static char s_endpoint[600];
 static char s_tmpdir[512];
 static pid_t s_agent = -1;
+
+/* The agent authenticates with ZMQ_PLAIN as the broker's does; this test
+   plays the broker's ZAP handler (docs/agent-protocol.md). */
+#define KEY     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define BAD_KEY "f123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+static pthread_t s_zap_thread;
+static volatile int s_zap_stop, s_zap_ok, s_zap_rejected;
+
+static void *
+s_zap_run (void *arg)
+{
+    void *zap = arg;
+    while (!s_zap_stop) {
+        zmq_pollitem_t item = { .socket = zap, .events = ZMQ_POLLIN };
+        if (zmq_poll (&item, 1, 50) <= 0)
+            continue;
+        zmq_msg_t f[8];
+        int n = 0;
+        bool more = true;
+        while (more) {
+            zmq_msg_t tmp;
+            zmq_msg_init (&tmp);
+            if (zmq_msg_recv (&tmp, zap, 0) < 0) {
+                zmq_msg_close (&tmp);
+                break;
+            }
+            more = zmq_msg_more (&tmp);
+            if (n < 8)
+                f[n++] = tmp;
+            else
+                zmq_msg_close (&tmp);
+        }
+        bool ok = n == 8 && zmq_msg_size (&f[7]) == strlen (KEY)
+                  && memcmp (zmq_msg_data (&f[7]), KEY, strlen (KEY)) == 0;
+        if (ok)
+            s_zap_ok++;
+        else
+            s_zap_rejected++;
+        zmq_send (zap, "1.0", 3, ZMQ_SNDMORE);
+        zmq_send (zap, n > 1 ? zmq_msg_data (&f[1]) : "", n > 1 ? zmq_msg_size (&f[1]) : 0,
+                  ZMQ_SNDMORE);
+        zmq_send (zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
+        zmq_send (zap, "", 0, ZMQ_SNDMORE);
+        zmq_send (zap, ok ? "agent" : "", ok ? 5 : 0, ZMQ_SNDMORE);
+        zmq_send (zap, "", 0, 0);
+        for (int i = 0; i < n; i++)
+            zmq_msg_close (&f[i]);
+    }
+    zmq_close (zap);
+    return NULL;
+}
 
 /* ------------------------------------------------------------------ TAP */
 
@@ -426,6 +480,8 @@ s_bind_router (void)
 {
     void *r = zmq_socket (s_ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
+    zmq_setsockopt (r, ZMQ_PLAIN_SERVER, &one, sizeof one);
+    zmq_setsockopt (r, ZMQ_ZAP_DOMAIN, "test", 4);
     zmq_setsockopt (r, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt (r, ZMQ_LINGER, &zero, sizeof zero);
     if (zmq_bind (r, s_endpoint) < 0) {
@@ -781,6 +837,86 @@ s_test_busy (void)
               && json_integer_value (json_object_get (m.hdr, "running")) == 0;
     s_msg_clear (&m);
     s_ok (ok, "ping reports running 0 afterwards");
+}
+
+/* Spawn an agent with key in its environment. */
+static pid_t
+s_spawn_with_key (const char *bin, const char *log_path, const char *key)
+{
+    setenv ("SANDBOXD_AGENT_KEY", key, 1);
+    pid_t pid = s_spawn_agent (bin, log_path);
+    unsetenv ("SANDBOXD_AGENT_KEY");
+    return pid;
+}
+
+static void
+s_test_auth (const char *bin)
+{
+    /* The key is gone from the agent's environment block and from what
+       its children inherit. */
+    char path[64], buf[8192];
+    snprintf (path, sizeof path, "/proc/%d/environ", (int)s_agent);
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read (fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close (fd);
+    buf[n > 0 ? n : 0] = '\0';
+    for (ssize_t i = 0; i < n; i++)
+        if (!buf[i])
+            buf[i] = '\n';
+    s_ok (n > 0 && !strstr (buf, KEY) && strstr (buf, "SANDBOXD_TEST_LEAK"),
+          "the agent wiped its key from /proc/<pid>/environ");
+    run_t r;
+    s_exec (&r, "envkey", s_exec_hdr ("env; echo done"), NULL, 0, 3000);
+    s_ok (r.exited && r.exit_code == 0 && strstr (r.out, "done") && !strstr (r.out, KEY)
+              && !strstr (r.out, "SANDBOXD_AGENT_KEY"),
+          "commands do not inherit the key");
+    s_run_free (&r);
+
+    /* A raw peer on the socket: garbage, an oversized frame, gone. */
+    int rejected = s_zap_rejected;
+    int raw = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    const char *sock_path = s_endpoint + strlen ("ipc://");
+    if (strlen (sock_path) < sizeof sa.sun_path)
+        memcpy (sa.sun_path, sock_path, strlen (sock_path) + 1);
+    bool conn = raw >= 0 && connect (raw, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (conn) {
+        static char junk[70000];
+        memset (junk, 'A', sizeof junk);
+        ssize_t w = write (raw, "\xff\0\0\0\0\0\0\0\x01\x7f", 10);
+        w = write (raw, junk, sizeof junk);
+        (void)w;
+    }
+    if (raw >= 0)
+        close (raw);
+    s_ok (conn && s_ping_ok (), "a raw peer's garbage changes nothing for the agent");
+
+    /* A second agent with the wrong key is turned away: nothing of it
+       (not even its hello) reaches the router. */
+    char log2[600];
+    snprintf (log2, sizeof log2, "%s/agent-badkey.log", s_tmpdir);
+    pid_t bad = s_spawn_with_key (bin, log2, BAD_KEY);
+    msg_t m;
+    bool heard = s_recv (&m, 800) == 0;
+    if (heard) {
+        s_diag ("unexpected message tag '%s' ev '%s'", m.tag, s_ev (&m));
+        s_msg_clear (&m);
+    }
+    s_ok (bad > 0 && !heard && s_zap_rejected > rejected,
+          "an agent with the wrong key is refused and never heard");
+    if (bad > 0) {
+        kill (bad, SIGKILL);
+        waitpid (bad, NULL, 0);
+    }
+    char text[4096] = "";
+    fd = open (log2, O_RDONLY | O_CLOEXEC);
+    n = fd >= 0 ? read (fd, text, sizeof text - 1) : -1;
+    if (fd >= 0)
+        close (fd);
+    text[n > 0 ? n : 0] = '\0';
+    s_ok (strstr (text, "refused the handshake") != NULL, "and it logs that it was refused");
+    s_ok (s_ping_ok (), "the right agent still answers");
 }
 
 static void
@@ -1631,8 +1767,14 @@ main (void)
     signal (SIGPIPE, SIG_IGN);
 
     s_ctx = zmq_ctx_new ();
+    void *zap = zmq_socket (s_ctx, ZMQ_REP);
+    if (!zap || zmq_bind (zap, "inproc://zeromq.zap.01") < 0
+        || pthread_create (&s_zap_thread, NULL, s_zap_run, zap) != 0) {
+        s_diag ("ZAP handler: %s", zmq_strerror (zmq_errno ()));
+        return 1;
+    }
     s_router = s_bind_router ();
-    s_agent = s_router ? s_spawn_agent (bin, log_path) : -1;
+    s_agent = s_router ? s_spawn_with_key (bin, log_path, KEY) : -1;
     if (s_ok (s_agent > 0 && s_wait_hello (5000), "agent connects and says hello")) {
         s_test_basics ();
         s_test_stdin ();
@@ -1642,6 +1784,7 @@ main (void)
         s_test_sessions ();
         s_test_procs ();
         s_test_busy ();
+        s_test_auth (bin);
         s_test_reconnect ();
         s_test_sigterm ();
     }
@@ -1655,6 +1798,8 @@ main (void)
         s_dump_log (log_path);
     if (s_router)
         zmq_close (s_router);
+    s_zap_stop = 1;
+    pthread_join (s_zap_thread, NULL);
     zmq_ctx_term (s_ctx);
     util_rm_rf (s_tmpdir);
     if (s_num != PLAN)

@@ -149,7 +149,7 @@ test_config (void)
     runtime_config_t cfg
         = { "runc", "/tmp/x/runc", "/usr/libexec/sandboxd/sandbox-agent", "/sandboxd", NULL };
     runtime_spec_t spec
-        = { "sbx-1", "/tmp/x/sandboxes/sbx-1", "/img/rootfs", "box", { 256, 0.5, 64, 0 } };
+        = { "sbx-1", "/tmp/x/sandboxes/sbx-1", "/img/rootfs", "box", { 256, 0.5, 64, 0 }, NULL };
     json_t *c = runtime_build_config (&cfg, &spec);
     if (!s_ok (c != NULL, "config builds for a valid spec"))
         return;
@@ -367,7 +367,7 @@ test_config (void)
     json_decref (c);
 
     runtime_config_t cfg2 = { "runc", NULL, "/a", "sandboxd/", NULL };
-    runtime_spec_t spec2 = { "c2", "/tmp/x/c2", "/img", NULL, { 1024, 2, 0, 0 } };
+    runtime_spec_t spec2 = { "c2", "/tmp/x/c2", "/img", NULL, { 1024, 2, 0, 0 }, "k3y" };
     c = runtime_build_config (&cfg2, &spec2);
     s_ok (c && strcmp (json_string_value (s_at (c, "linux.cgroupsPath")), "/sandboxd/c2") == 0
               && s_int (c, "linux.resources.memory.limit") == 1073741824
@@ -375,6 +375,9 @@ test_config (void)
               && !s_at (c, "linux.resources.pids")
               && strcmp (json_string_value (s_at (c, "hostname")), "c2") == 0,
           "parent normalised, 1 GiB, 2 cpus -> 200000, no pids limit, hostname defaults to cid");
+    s_ok (c && json_array_size (s_at (c, "process.env")) == 5
+              && s_array_has (s_at (c, "process.env"), "SANDBOXD_AGENT_KEY=k3y"),
+          "the agent key is passed in the agent's environment");
     json_decref (c);
 
     static const char *bad_cids[] = {
@@ -633,7 +636,7 @@ test_integration (void)
     }
     printf ("# lower layer: %s\n", it.lower);
     it.cfg = (runtime_config_t){ "runc", it.root, it.agent, it.parent, NULL };
-    runtime_spec_t spec = { it.cid[0], it.dir[0], it.lower, "sbx-host", { 256, 0.5, 64, 0 } };
+    runtime_spec_t spec = { it.cid[0], it.dir[0], it.lower, "sbx-host", { 256, 0.5, 64, 0 }, NULL };
     err_t err;
     err_clear (&err);
     char path[1024], rootfs[1024];
@@ -758,7 +761,7 @@ test_integration (void)
     runtime_config_t bad = it.cfg;
     bad.agent_path = "/nonexistent/sandbox-agent";
     /* This one also has a size-limited writable layer (64 MiB). */
-    runtime_spec_t spec1 = { it.cid[1], it.dir[1], it.lower, NULL, { 64, 0.1, 16, 64 } };
+    runtime_spec_t spec1 = { it.cid[1], it.dir[1], it.lower, NULL, { 64, 0.1, 16, 64 }, NULL };
     char layer1[1100], upper1[1100], image1[1100];
     snprintf (layer1, sizeof layer1, "%s/layer", it.dir[1]);
     snprintf (upper1, sizeof upper1, "%s/layer/upper", it.dir[1]);
