@@ -775,6 +775,16 @@ sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err)
             continue;
         }
         bool running = runtime_state (&self->rt, rec->cid) == RUNTIME_RUNNING;
+        /* A container started by a broker from before agent keys has an
+           agent that cannot authenticate: restart it on its files. */
+        char keypath[1300];
+        s_dir_of (self, rec->cid, keypath, sizeof keypath);
+        strncat (keypath, "/agent.key", sizeof keypath - strlen (keypath) - 1);
+        if (running && access (keypath, F_OK) < 0) {
+            log_warn ("tenant=%s sandbox=%s cid=%s: started without an agent key: restarting it",
+                      rec->tenant, rec->id, rec->cid);
+            running = false;
+        }
         if (s_start (self, rec, !running, &rerr) < 0) {
             log_error ("tenant=%s sandbox=%s cid=%s: recovery failed: %s", rec->tenant, rec->id,
                        rec->cid, rerr.message);
