@@ -3,6 +3,7 @@
 dir: sandboxes are kept (listed, reachable, files intact), a stopped
 container is restarted, and one that expired meanwhile is reaped."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -87,5 +88,25 @@ def test_second_restart(t, b):
     t.eq(x.get("stdout"), "persisted\n", "a second SIGKILL and restart keeps keep and its file", x)
 
 
+def test_keyless_agent(t, b):
+    """A sandbox whose container predates agent keys (simulated by removing
+    its agent.key while the broker is down) is restarted on its files by
+    recovery, and answers again."""
+    r = b.create(id="old", keepalive_seconds=600)
+    t.eq(r.status, 201, "create sandbox old", r)
+    w = b.exec("old", "echo kept > /workspace/k")
+    t.eq(w.get("exit_code"), 0, "write a file in it", w)
+    b.stop()
+    keys = [os.path.join(d, "agent.key") for d in glob.glob(os.path.join(b.state, "sandboxes", "*"))]
+    for k in keys:
+        os.unlink(k)
+    t.ok(keys, "agent.key files removed while the broker is down (%d)" % len(keys))
+    if not b.start():
+        return
+    r = b.exec("old", "cat /workspace/k")
+    t.eq(r.get("stdout"), "kept\n", "the keyless sandbox was restarted on its files and answers", r)
+    t.ok("started without an agent key" in b.log_text(), "recovery logged the restart")
+
+
 if __name__ == "__main__":
-    harness.main([test_restart, test_second_restart])
+    harness.main([test_restart, test_second_restart, test_keyless_agent])
