@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "openat2_helper.h"
 #include "tap.h"
 
 static char s_tmp[] = "/tmp/test_compat_util.XXXXXX";
@@ -185,8 +186,14 @@ test_files (void)
 }
 
 int
-main (void)
+main (int argc, char **argv)
 {
+    if (argc > 1 && strcmp (argv[1], "--openat2-helper") == 0)
+        return s_helper_main ();
+    char *self_exe = realpath (argv[0], NULL);
+    if (self_exe && s_start_openat2_helper (self_exe))
+        files_set_openat2_fn (s_openat2_helper);
+    free (self_exe);
     if (!mkdtemp (s_tmp)) {
         perror ("mkdtemp");
         return 1;
