@@ -130,6 +130,10 @@ exec_start (sandbox_mgr_t *mgr, const char *tenant, const char *id, json_t *body
                  "give 'cwd' or 'session', not both (cd inside the session instead)");
         return NULL;
     }
+    /* Naming the default session is the same as naming none: it is made
+       on first use either way. */
+    if (session && !strcmp (session, "default"))
+        session = NULL;
 
     char cid[64];
     json_t *sandbox_env = NULL, *unset = NULL;

@@ -45,6 +45,17 @@ def test_setup(t, b):
     t.eq(r.status, 201, "create the sessions sandbox", r)
 
 
+def test_default_by_name(t, b):
+    """Naming the default session on a fresh sandbox works like naming none."""
+    r = b.create(id="named-default")
+    t.eq(r.status, 201, "a fresh sandbox", r)
+    r = b.exec("named-default", "cd /tmp && echo first", session="default")
+    t.eq(r.get("stdout"), "first\n", "exec with session 'default' before any other exec: 200", r)
+    r = b.exec("named-default", "pwd")
+    t.eq(r.get("stdout"), "/tmp\n", "it ran in the default session (plain exec sees its cd)", r)
+    b.delete("/v1/sandboxes/named-default")
+
+
 def test_default_session(t, b):
     r = b.exec(SB, "pwd")
     t.eq(r.get("stdout"), "/workspace\n", "the default session starts in /workspace", r)
@@ -391,6 +402,6 @@ def test_tenants(t, b):
 
 
 if __name__ == "__main__":
-    harness.main([test_setup, test_default_session, test_named_sessions, test_get_list, test_delete,
+    harness.main([test_setup, test_default_by_name, test_default_session, test_named_sessions, test_get_list, test_delete,
                   test_serialized, test_exit_reset, test_timeout_reset, test_cwd_outside_session,
                   test_stream_session, test_session_cap, test_restart, test_tenants])

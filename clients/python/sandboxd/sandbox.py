@@ -552,8 +552,9 @@ class ExecutionSession:
         return self.sandbox.start_process(command, env=env, session=self.id)
 
     def _wire_id(self) -> Optional[str]:
-        """The session field to send: none for the default session, which
-        the broker opens on first use only when the field is left out."""
+        """The session field to send: none for the default session (the
+        broker treats "default" and no field alike; brokers before that
+        only opened it on first use when the field was left out)."""
         return None if self.id == DEFAULT_SESSION else self.id
 
     def refresh(self) -> Dict[str, Any]:
