@@ -14,17 +14,24 @@ How a run goes:
   1. create the sandboxes (keepalive 2 h) and prime each one: an exec, a
      runCode (which starts its default Python context), a seed file for the
      downloads and a 1 KiB file for wrk;
-  2. warm-up: --warmup seconds of the full load (clients and wrk), so that
-     lazily filled caches, thread stacks and malloc arenas exist before the
-     first sample;
+  2. warm-up: --warmup seconds (60) of the full load (clients and wrk), so
+     that lazily filled caches, thread stacks and malloc's arenas have
+     grown to what this load needs before the first sample (measured: the
+     arenas' retained memory settles within the first minute; see
+     docs/performance.md "Load");
   3. the start sample, with the load stopped and every client connection
-     closed: the broker's VmRSS (/proc/PID/status) and open fds
-     (/proc/PID/fd), read until the fd count is steady;
-  4. the measured run: --duration seconds (the warm-up included) of the
-     load; RSS, fds and threads are also sampled every 5 s under load;
-  5. the end sample, taken the same way as the start one;
-  6. every sandbox must still answer: GET shows it running, an exec and a
-     runCode give the right output.
+     closed: the broker's VmRSS (/proc/PID/status), open fds (/proc/PID/fd)
+     and threads, read once the fd and thread counts are steady;
+  4. the measured run: the rest of --duration (the warm-up is part of it)
+     in --checkpoints parts (one a minute), each followed by a quiet sample
+     taken like the start one; RSS, fds and threads are also sampled every
+     5 s under load. The end sample is the last quiet one;
+  5. every sandbox must still answer: GET shows it running, an exec and a
+     runCode give the right output. The sandboxes are deleted.
+
+--malloc-stats (own broker, needs gdb) adds malloc's in-use and system
+bytes to every quiet sample: in-use growing means a leak, system growing
+with in-use flat means memory malloc keeps for reuse.
 
 Each client is a thread with its own keep-alive HTTP/1.1 connection. Each
 call picks a random sandbox and an operation by weight: exec (`echo` in the
@@ -752,6 +759,10 @@ def print_table(res):
                 print("  %-60s %7d -> %7d" % (m, a, b))
     else:
         print("broker RSS and fds: not sampled (give --pid)")
+    if res.get("broker_log_warnings"):
+        print("broker log warnings and errors (by kind):")
+        for k, n in res["broker_log_warnings"]:
+            print("  %6d  %s" % (n, k))
     print("sandboxes healthy at the end: %d of %d" % (res["sandboxes"] - len(res["unhealthy"]), res["sandboxes"]))
     print()
     print("PASS" if not res["failures"] else "FAIL:\n  " + "\n  ".join(res["failures"]))
@@ -775,6 +786,7 @@ def parser():
                     help="own broker only, needs gdb: also read malloc's in-use and system bytes at each "
                     "quiet sample (tells a leak from memory malloc keeps for reuse)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the JSON to FILE")
     return ap
 
 
@@ -800,12 +812,23 @@ def main():
             MALLOC_STATS_LOG = broker.logs[-1]
     try:
         res = run(args, url, token, pid)
+        if broker is not None:
+            # what the broker logged as a warning or an error, by kind
+            lines = [l for l in broker.log_text().splitlines() if re.search(r" (WARN|ERROR) ", l)]
+            kinds = {}
+            for line in lines:
+                k = re.sub(r"[0-9a-f]{8,}|\d+", "N", line.split(" ", 1)[-1])[:160]
+                kinds[k] = kinds.get(k, 0) + 1
+            res["broker_log_warnings"] = sorted(kinds.items(), key=lambda kv: -kv[1])[:10]
     finally:
         if broker is not None:
             broker.teardown()
     evaluate(res)
     if broker is not None and quiet.failed:
         res["failures"].append("%d harness checks failed at teardown (see stderr)" % quiet.failed)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(res, f, indent=2, sort_keys=True)
     if args.json:
         print(json.dumps(res, indent=2, sort_keys=True))
     else:
