@@ -1468,7 +1468,9 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
         free (self);
         return NULL;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
+    /* poll, not select: connections get descriptors above FD_SETSIZE once
+       the broker holds many sandboxes (main.c raises the limit). */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL
                      | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;

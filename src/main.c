@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -101,6 +102,25 @@ s_reaper (void *arg)
     return NULL;
 }
 
+/* Each sandbox holds about 42 descriptors in the broker (its agent link
+   and its kernels' ZeroMQ sockets) and each connection one more: the usual
+   soft limit of 1024 runs out at about 20 sandboxes under load. Take what
+   the hard limit allows (docs/operations.md "Under load"). */
+static void
+s_raise_nofile (void)
+{
+    struct rlimit rl;
+    if (getrlimit (RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    unsigned long long was = (unsigned long long)rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit (RLIMIT_NOFILE, &rl) < 0)
+        log_warn ("cannot raise the open files limit from %llu: %s", was, strerror (errno));
+    else
+        log_info ("open files limit raised from %llu to %llu", was,
+                  (unsigned long long)rl.rlim_cur);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -164,6 +184,7 @@ main (int argc, char **argv)
     sigaddset (&sigs, SIGTERM);
     pthread_sigmask (SIG_BLOCK, &sigs, NULL);
     signal (SIGPIPE, SIG_IGN);
+    s_raise_nofile ();
 
     if (util_mkdir_p (cfg.state_dir, 0700) < 0) {
         fprintf (stderr, "sandboxd: creating %s: %s\n", cfg.state_dir, strerror (errno));

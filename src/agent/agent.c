@@ -881,18 +881,18 @@ s_exec_on_status (agent_t *self, exec_t *e)
 
 /* Read one chunk from stdout or stderr and forward what fits under
    max_output; past it the output is read and discarded. EOF or a read error
-   closes the pipe. */
-static void
+   closes the pipe. True when a chunk was read. */
+static bool
 s_exec_on_output (agent_t *self, exec_t *e, bool is_stdout)
 {
     int *fd = is_stdout ? &e->out_fd : &e->err_fd;
     size_t *sent = is_stdout ? &e->out_sent : &e->err_sent;
     ssize_t n = read (*fd, self->chunk, sizeof self->chunk);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
+        return false;
     if (n <= 0) {
         s_close (fd);
-        return;
+        return false;
     }
     size_t fwd = 0;
     if (*sent < e->max_output)
@@ -904,6 +904,7 @@ s_exec_on_output (agent_t *self, exec_t *e, bool is_stdout)
         s_send (self, e->tag, e->tag_len,
                 json_pack ("{s:s}", "ev", is_stdout ? "stdout" : "stderr"), self->chunk, fwd, true);
     }
+    return true;
 }
 
 /* stdin is writable: write as much of the payload as the pipe takes, close
@@ -933,6 +934,16 @@ s_exec_maybe_finish (agent_t *self, exec_t *e, int64_t now_us)
     bool drained = e->out_fd < 0 && e->err_fd < 0;
     if (!drained && now_us < e->exit_us + (int64_t)GRACE_MS * 1000)
         return;
+    /* Whatever the command wrote before it exited is still in the pipes,
+       and may never have been polled for: when the agent is slow (its
+       cgroup throttled) the reap and the start can fall in different loop
+       turns, GRACE_MS apart. Take it now (at most a pipe's worth each,
+       plus what something still holding the pipes adds meanwhile). */
+    for (int k = 0; k < 16 && e->out_fd >= 0 && s_exec_on_output (self, e, true); k++)
+        ;
+    for (int k = 0; k < 16 && e->err_fd >= 0 && s_exec_on_output (self, e, false); k++)
+        ;
+    drained = e->out_fd < 0 && e->err_fd < 0;
     const char *signame;
     char numbuf[16];
     int code = s_decode_status (e->wstatus, &signame, numbuf);
