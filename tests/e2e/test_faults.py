@@ -127,5 +127,173 @@ def test_sigkill_keeps_contexts(t, b):
     t.ok(ok, "after SIGKILL every context is listed and its kernel kept its variables")
 
 
+# ------------------------------------------------------- SIGKILL under load
+
+
+class Load:
+    """Client threads looping over exec, runCode in the named context and
+    file upload/download on every sandbox while the broker is killed."""
+
+    def __init__(self, b):
+        self.b = b
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.files = {}  # (sb, path) -> sha256 of a body uploaded with a 200
+        self.stats = {"ok": 0, "failed": 0, "dropped": 0, "hangs": 0, "wrong": 0}
+        self.wrong = []
+        self.threads = []
+        self.seq = 0
+
+    def count(self, what, detail=None):
+        with self.lock:
+            self.stats[what] += 1
+            if what in ("wrong", "hangs") and len(self.wrong) < 10:
+                self.wrong.append(detail)
+
+    def call(self, method, path, body=None, raw=None):
+        """One bounded call: a Resp, or None when the connection failed or
+        dropped (counted), or "hang" past CALL_TIMEOUT (counted)."""
+        port = self.b.port
+        h = {"Authorization": "Bearer " + self.b.tokens["alice"]}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CALL_TIMEOUT)
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            payload = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+            return harness.Resp(r.status, hdrs, harness._parse_body(hdrs, payload), payload, path)
+        except socket.timeout:
+            self.count("hangs", "%s %s: no answer within %d s" % (method, path, CALL_TIMEOUT))
+            return "hang"
+        except (OSError, http.client.HTTPException):
+            self.count("dropped")
+            time.sleep(0.05)
+            return None
+        finally:
+            conn.close()
+
+    def worker(self, k):
+        rnd = random.Random(k)
+        while not self.stop.is_set():
+            sb = rnd.choice(BOXES)
+            op = rnd.choice(["exec", "code", "code", "put", "get"])
+            if op == "exec":
+                r = self.call("POST", "/v1/sandboxes/%s/exec" % sb, {"command": "echo hi; sleep 0.2"})
+                if isinstance(r, harness.Resp):
+                    if r.status == 200 and r.get("stdout") == "hi\n":
+                        self.count("ok")
+                    elif r.status >= 500 or r.status == 409:
+                        self.count("failed")
+                    else:
+                        self.count("wrong", ("exec", r.status, str(r)[:300]))
+            elif op == "code":
+                r = self.call("POST", code_path(sb), {"code": "import time\ntime.sleep(0.3)\nx + 1",
+                                                      "context_id": self.b.ctx[sb]})
+                if isinstance(r, harness.Resp):
+                    if r.status == 200 and main_text(r) == "42":
+                        self.count("ok")
+                    elif r.status >= 500 or (r.status == 200 and err_name(r) is not None):
+                        self.count("failed")  # e.g. interrupted by the recovery
+                    else:
+                        self.count("wrong", ("code", r.status, str(r)[:300]))
+            elif op == "put":
+                with self.lock:
+                    self.seq += 1
+                    n = self.seq
+                body = os.urandom(rnd.randint(1, 256 * 1024))
+                path = "/workspace/load-%d-%d.bin" % (k, n)
+                r = self.call("PUT", file_path(sb, path), raw=body)
+                if isinstance(r, harness.Resp):
+                    if r.status in (200, 201, 204):
+                        with self.lock:
+                            self.files[(sb, path)] = hashlib.sha256(body).hexdigest()
+                        self.count("ok")
+                    elif r.status >= 500:
+                        self.count("failed")
+                    else:
+                        self.count("wrong", ("put", r.status, str(r)[:300]))
+            else:
+                with self.lock:
+                    known = list(self.files.items())
+                if not known:
+                    continue
+                (fsb, path), sha = rnd.choice(known)
+                r = self.call("GET", file_path(fsb, path))
+                if isinstance(r, harness.Resp):
+                    if r.status == 200 and hashlib.sha256(r.raw).hexdigest() == sha:
+                        self.count("ok")
+                    elif r.status >= 500:
+                        self.count("failed")
+                    else:
+                        self.count("wrong", ("get", path, r.status, len(r.raw)))
+
+    def start(self, n=4):
+        for k in range(n):
+            th = threading.Thread(target=self.worker, args=(k,), daemon=True)
+            th.start()
+            self.threads.append(th)
+
+    def finish(self):
+        self.stop.set()
+        for th in self.threads:
+            th.join(CALL_TIMEOUT + 10)
+        return all(not th.is_alive() for th in self.threads)
+
+
+def test_sigkill_under_load(t, b):
+    load = Load(b)
+    load.start(4)
+    rng = random.Random(8)
+    listed_ok = ctx_ok = integrity_ok = True
+    t0 = time.monotonic()
+    for rnd in range(ROUNDS):
+        time.sleep(rng.uniform(0.2, 1.5))
+        b.kill9()
+        ic = integrity(b.state)
+        if ic != "ok":
+            integrity_ok = False
+            t.ok(False, "round %d: the registry passes PRAGMA integrity_check" % (rnd + 1), ic)
+        if not b.start():
+            break
+        lst = b.get("/v1/sandboxes")
+        ids = sorted(s.get("id") for s in lst.get("sandboxes", []))
+        if ids != BOXES:
+            listed_ok = False
+            t.ok(False, "round %d: every sandbox is listed" % (rnd + 1), lst)
+        for sb in BOXES:
+            cl = b.get("/v1/sandboxes/%s/contexts" % sb)
+            cids = sorted(c.get("id") for c in cl.get("contexts", []) if isinstance(c, dict))
+            if cids != sorted([b.ctx[sb], "default-python"]):
+                ctx_ok = False
+                t.ok(False, "round %d: %s's contexts are listed" % (rnd + 1, sb), cl)
+    finished = load.finish()
+    t.diag("%d rounds in %.1f s; calls: %s" % (ROUNDS, time.monotonic() - t0, load.stats))
+    t.ok(finished, "every client thread finished (no call blocked past its timeout)")
+    t.ok(listed_ok, "after each of %d SIGKILLs every sandbox is listed" % ROUNDS)
+    t.ok(ctx_ok, "after each SIGKILL every context is listed")
+    t.ok(integrity_ok, "after each SIGKILL the registry passes PRAGMA integrity_check")
+    t.eq(load.stats["hangs"], 0, "no call hung (each bounded by %d s)" % CALL_TIMEOUT, load.wrong)
+    t.eq(load.stats["wrong"], 0, "every call either succeeded with the right answer or failed cleanly",
+         load.wrong)
+    t.ok(load.stats["ok"] > 100, "the load made progress between kills (%d calls succeeded)" % load.stats["ok"],
+         load.stats)
+    t.ok(load.stats["dropped"] + load.stats["failed"] > 0, "some calls were in flight at a kill and failed",
+         load.stats)
+    ok = check_contexts(t, b, "after %d SIGKILLs" % ROUNDS)
+    t.ok(ok, "after %d SIGKILLs every context's kernel still holds x = 41 and y" % ROUNDS)
+    bad = []
+    for (sb, path), sha in sorted(load.files.items()):
+        r = b.get(file_path(sb, path))
+        if r.status != 200 or hashlib.sha256(r.raw).hexdigest() != sha:
+            bad.append((sb, path, r.status))
+    t.ok(not bad and len(load.files) > 10,
+         "all %d files uploaded with a 200 are there byte-identical" % len(load.files), bad[:10])
+
+
 if __name__ == "__main__":
-    harness.main([test_setup, test_graceful_restart_keeps_contexts, test_sigkill_keeps_contexts])
+    harness.main([test_setup, test_graceful_restart_keeps_contexts, test_sigkill_keeps_contexts,
+                  test_sigkill_under_load])
