@@ -294,6 +294,105 @@ def test_sigkill_under_load(t, b):
          "all %d files uploaded with a 200 are there byte-identical" % len(load.files), bad[:10])
 
 
+# ------------------------------------------------------ kernel and init death
+
+
+def bounded(fn, *a, **kw):
+    """Run fn in a thread; (result, error, seconds) — the caller joins with a
+    timeout so a hang shows as a failure, not a stuck test."""
+    h = harness.in_thread(fn, *a, **kw)
+    return h
+
+
+def test_kernel_killed(t, b):
+    r = b.create(id="kk", keepalive_seconds=600)
+    t.eq(r.status, 201, "create sandbox kk", r)
+    c = b.post("/v1/sandboxes/kk/contexts", {}, timeout=90)
+    ctx = c.get("id")
+    run(b, "kk", "x = 41", ctx=ctx)
+    h = bounded(run, b, "kk", "import time\ntime.sleep(60)", ctx=ctx, timeout=CALL_TIMEOUT)
+    time.sleep(1.0)
+    k = b.exec("kk", "pkill -9 -f ipykernel_launcher; echo killed")
+    t.eq(k.get("stdout"), "killed\n", "kill -9 every ipykernel from inside the sandbox", k)
+    res, exc = h.join(20)
+    t.ok(h.done(), "the run in flight ends within 20 s of the kill (no hang)")
+    t.ok(res is not None and res.status == 200 and err_name(res) == "KernelDied",
+         "the run in flight reports error KernelDied", res if res is not None else exc)
+    r = run(b, "kk", "'x' in dir()", ctx=ctx)
+    t.eq(main_text(r), "False", "the context runs again on a fresh kernel (state gone)", r)
+    t.eq(ctx_of(b, "kk", ctx).get("restarted"), True, "the context says restarted: true", ctx_of(b, "kk", ctx))
+
+    # The same for a kernel re-attached after a broker restart: its death is
+    # noticed through the watcher, not the (gone) exec call that started it.
+    run(b, "kk", "x = 41", ctx=ctx)
+    b.kill9()
+    if not b.start():
+        return
+    t.eq(main_text(run(b, "kk", "x + 1", ctx=ctx)), "42", "after a SIGKILL the context kept x")
+    h = bounded(run, b, "kk", "import time\ntime.sleep(60)", ctx=ctx, timeout=CALL_TIMEOUT)
+    time.sleep(1.0)
+    b.exec("kk", "pkill -9 -f ipykernel_launcher")
+    res, exc = h.join(20)
+    t.ok(h.done() and res is not None and err_name(res) == "KernelDied",
+         "a re-attached kernel killed during a run: the run reports KernelDied", res if res is not None else exc)
+    r = run(b, "kk", "1 + 1", ctx=ctx)
+    t.eq(main_text(r), "2", "... and the context gets a fresh kernel", r)
+    t.eq(b.delete("/v1/sandboxes/kk").status, 200, "delete kk")
+
+
+def init_pid(b, cid):
+    out = subprocess.run([harness.RUNTIME, "--root", os.path.join(b.state, "runc"), "state", cid],
+                         capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout).get("pid")
+    except ValueError:
+        return None
+
+
+def test_init_killed(t, b):
+    r = b.create(id="ag", keepalive_seconds=600)
+    t.eq(r.status, 201, "create sandbox ag", r)
+    cid = r.cid
+    w = b.exec("ag", "echo kept > /workspace/keep.txt && cat /workspace/keep.txt")
+    t.eq(w.get("stdout"), "kept\n", "write a file in ag", w)
+    c = b.post("/v1/sandboxes/ag/contexts", {}, timeout=90)
+    ctx = c.get("id")
+    run(b, "ag", "x = 41", ctx=ctx)
+    pid = init_pid(b, cid) if cid else None
+    t.ok(isinstance(pid, int) and pid > 1, "the container's init has a host pid", pid)
+    if not isinstance(pid, int):
+        return
+    he = bounded(b.exec, "ag", "sleep 60", timeout=CALL_TIMEOUT)
+    hc = bounded(run, b, "ag", "import time\ntime.sleep(60)", ctx=ctx, timeout=CALL_TIMEOUT)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    os.kill(pid, 9)
+    ex, exc = he.join(15)
+    dt = time.monotonic() - t0
+    t.ok(he.done() and ex is not None and ex.status == 503 and ex.err_code() == "sandbox_unavailable",
+         "an exec in flight ends with 503 sandbox_unavailable (%.2f s after the kill)" % dt,
+         ex if ex is not None else exc)
+    t.ok(ex is not None and "agent" in (ex.err_message() or ""), "its message says the agent went away", ex)
+    cr, exc = hc.join(15)
+    t.ok(hc.done() and cr is not None and (cr.status == 503 or err_name(cr) == "KernelDied"),
+         "a runCode in flight ends with KernelDied or a 503", cr if cr is not None else exc)
+    up = wait_until(lambda: b.exec("ag", "cat /workspace/keep.txt", timeout=20).get("stdout") == "kept\n", 20, 0.5)
+    t.ok(up, "the sandbox is restarted within 20 s with its files kept (%.1f s)" % (time.monotonic() - t0))
+    t.ok(init_pid(b, cid) not in (None, pid), "on a new init process", init_pid(b, cid))
+    lst = b.get("/v1/sandboxes/ag/contexts")
+    t.ok(ctx in [x.get("id") for x in lst.get("contexts", [])], "the context is still listed", lst)
+    t.eq(ctx_of(b, "ag", ctx).get("restarted"), True, "and says restarted: true (its state was lost)",
+         ctx_of(b, "ag", ctx))
+    r = run(b, "ag", "'x' in dir()", ctx=ctx)
+    t.eq(main_text(r), "False", "it runs code on a fresh kernel", r)
+    t.eq(b.get("/v1/sandboxes/ag").get("status"), "running", "the sandbox reports running")
+    t.eq(b.delete("/v1/sandboxes/ag").status, 200, "delete ag")
+
+
 if __name__ == "__main__":
-    harness.main([test_setup, test_graceful_restart_keeps_contexts, test_sigkill_keeps_contexts,
-                  test_sigkill_under_load])
+    tests = [test_setup, test_graceful_restart_keeps_contexts, test_sigkill_keeps_contexts,
+             test_sigkill_under_load, test_kernel_killed, test_init_killed]
+    only = os.environ.get("FAULTS_ONLY")
+    if only:
+        tests = [fn for fn in tests if fn.__name__ in only.split(",")]
+    harness.main(tests)
