@@ -46,6 +46,28 @@ struct _sandbox_mgr_t {
 
 static int s_disk_admit (sandbox_mgr_t *self, int64_t disk_mb, err_t *err);
 
+/* After an internal error: if the state dir cannot take a small file (full
+   or read-only), say that instead (507 / 503), for the operator to fix. */
+static void
+s_state_fault (sandbox_mgr_t *self, err_t *err)
+{
+    if (err->status != 500)
+        return;
+    char probe[1200];
+    snprintf (probe, sizeof probe, "%s/.write-probe", self->cfg->state_dir);
+    if (util_write_file_atomic (probe, "ok", 2, 0600) == 0) {
+        unlink (probe);
+        return;
+    }
+    int e = errno;
+    char was[512];
+    snprintf (was, sizeof was, "%s", err->message);
+    if (e == ENOSPC || e == EDQUOT)
+        err_set (err, 507, "insufficient_storage", "the state directory is full (%.400s)", was);
+    else if (e == EROFS)
+        err_set (err, 503, "read_only", "the state directory is read-only (%.400s)", was);
+}
+
 static void
 s_dir_of (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
 {
@@ -766,6 +788,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
         registry_rec_clear (&rec);
         if (err->status < 500)
             err->status = 503;
+        s_state_fault (self, err);
         return -1;
     }
     registry_set_status (self->reg, tenant, rec.id, "running", NULL);

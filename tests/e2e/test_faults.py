@@ -389,9 +389,168 @@ def test_init_killed(t, b):
     t.eq(b.delete("/v1/sandboxes/ag").status, 200, "delete ag")
 
 
+# ------------------------------------------------------- state dir full / ro
+
+DISK_MB = 300
+
+
+def fill(path):
+    """Write a file until the file system is full; the bytes written."""
+    n = 0
+    chunk = b"\0" * (1 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 4096):
+            while True:
+                try:
+                    n += os.write(fd, chunk[:size])
+                except OSError:
+                    break
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return n
+
+
+def writing_calls(b, tag):
+    """Every kind of call that must write to the state dir: (what, Resp or
+    the exception it raised)."""
+    out = []
+    calls = [
+        ("create a sandbox", lambda: b.post("/v1/sandboxes", {"id": "new-" + tag}, timeout=CALL_TIMEOUT)),
+        ("set sandbox env", lambda: b.post("/v1/sandboxes/d1/env", {"T": tag}, timeout=CALL_TIMEOUT)),
+        ("create a context", lambda: b.post("/v1/sandboxes/d1/contexts", {}, timeout=CALL_TIMEOUT)),
+        ("upload a file", lambda: b.request("PUT", file_path("d1", "/workspace/%s.bin" % tag),
+                                            raw=os.urandom(2 << 20), timeout=CALL_TIMEOUT)),
+        ("make a backup", lambda: b.post("/v1/sandboxes/d1/backups", {"dir": "/workspace"}, timeout=CALL_TIMEOUT)),
+    ]
+    for what, fn in calls:
+        try:
+            out.append((what, fn()))
+        except Exception as e:  # a hang (timeout) or a dropped connection
+            out.append((what, e))
+    return out
+
+
+def check_faulted(t, b, tag, results):
+    for what, r in results:
+        if not isinstance(r, harness.Resp):
+            t.ok(False, "%s (%s): answered, without hanging or dropping" % (what, tag), repr(r))
+            continue
+        clean = r.status in (503, 507) and harness.error_shape_ok(r.body) and r.err_message()
+        t.ok(clean or r.status in (200, 201),
+             "%s (%s): %d %s %s" % (what, tag, r.status, r.err_code() or "", (r.err_message() or "")[:120]), r)
+        if clean:
+            continue
+        # A success must not have lost anything.
+        if what == "upload a file":
+            g = b.get(file_path("d1", "/workspace/%s.bin" % tag))
+            t.eq(g.status, 200, "... and the file it accepted reads back", g)
+        if what == "set sandbox env":
+            t.eq(b.get("/v1/sandboxes/d1").get("env", {}).get("T"), tag, "... and the env it accepted is kept")
+        if what == "create a sandbox":
+            t.eq(b.exec("new-" + tag, "echo up").get("stdout"), "up\n", "... and the sandbox it made works")
+            b.delete("/v1/sandboxes/new-" + tag)
+
+
+def test_state_disk(t, b):
+    d = harness.Broker(t, config={"default_disk_mb": 64, "disk_reserve_mb": 8, "backup_min_free_mb": 8,
+                                  "warm_kernels_python": 0}, name="diskbroker")
+    img = os.path.join(d.tmp, "state.img")
+    mnt = os.path.join(d.tmp, "disk")
+    os.mkdir(mnt)
+    mounted = False
+    try:
+        with open(img, "wb") as f:
+            f.truncate(DISK_MB << 20)
+        mk = subprocess.run(["mkfs.ext4", "-q", "-F", img], capture_output=True, text=True)
+        mo = subprocess.run(["mount", "-o", "loop", img, mnt], capture_output=True, text=True)
+        mounted = mo.returncode == 0
+        # Private: the bind mounts below must not propagate anywhere.
+        subprocess.run(["mount", "--make-private", mnt], capture_output=True)
+        t.ok(mk.returncode == 0 and mounted, "a %d MiB ext4 state dir is mounted" % DISK_MB, mk.stderr + mo.stderr)
+        if not mounted:
+            return
+        d.state = os.path.join(mnt, "st")
+        os.mkdir(d.state, 0o700)
+        if not d.start():
+            return
+        r = d.create(id="d1", keepalive_seconds=600)
+        t.eq(r.status, 201, "create sandbox d1 on the small state dir", r)
+        c = d.post("/v1/sandboxes/d1/contexts", {}, timeout=90)
+        t.eq(c.status, 201, "create a context in d1", c)
+        ctx = c.get("id")
+        run(d, "d1", "x = 41", ctx=ctx)
+        before = d.request("PUT", file_path("d1", "/workspace/before.txt"), raw=b"before")
+        t.ok(before.status in (200, 201), "upload a file before the disk fills", before)
+
+        filler = os.path.join(mnt, "filler")
+        n = fill(filler)
+        t.ok(os.statvfs(mnt).f_bavail < 64, "fill the state dir's file system (%d MiB written)" % (n >> 20))
+        check_faulted(t, d, "full", writing_calls(d, "full"))
+        t.ok(d.alive(), "the broker is still running with its state dir full")
+        x = d.exec("d1", "cat /workspace/before.txt")
+        t.eq(x.get("stdout"), "before", "reads and execs still work while it is full", x)
+        t.eq(main_text(run(d, "d1", "x + 1", ctx=ctx)), "42", "code still runs while it is full")
+
+        os.unlink(filler)
+        ok = check_recovered(t, d, "space")
+        t.ok(ok, "once space returns every writing call works again, without a restart")
+
+        # A file system cannot be remounted read-only while the broker holds
+        # files open for writing (the registry, the layer images): a
+        # read-only bind of the state dir over itself makes every new open
+        # for writing fail with EROFS, as after an error remount.
+        ro = [subprocess.run(a, capture_output=True, text=True) for a in
+              (["mount", "--rbind", d.state, d.state], ["mount", "--make-rprivate", d.state],
+               ["mount", "-o", "remount,bind,ro", d.state])]
+        t.ok(all(x.returncode == 0 for x in ro), "make the state dir read-only", [x.stderr for x in ro])
+        check_faulted(t, d, "ro", writing_calls(d, "ro"))
+        t.ok(d.alive(), "the broker is still running with its state dir read-only")
+        t.eq(main_text(run(d, "d1", "x + 1", ctx=ctx)), "42", "code still runs while it is read-only")
+        rw = subprocess.run(["umount", "-l", d.state], capture_output=True, text=True)
+        t.eq(rw.returncode, 0, "make it writable again", rw.stderr)
+        ok = check_recovered(t, d, "rw")
+        t.ok(ok, "once it is writable again every writing call works, without a restart")
+
+        t.ok(d.stop(), "stop the broker")
+        t.eq(integrity(d.state), "ok", "the registry passes PRAGMA integrity_check")
+        if not d.start():
+            return
+        t.eq(main_text(run(d, "d1", "x + 1", ctx=ctx)), "42", "after a restart the context kept its state")
+        t.eq(d.get("/v1/sandboxes/d1").status, 200, "sandbox d1 is there after the restart")
+    finally:
+        d.teardown()
+        if mounted:
+            subprocess.run(["umount", mnt], capture_output=True)
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        shutil.rmtree(d.tmp, ignore_errors=True)
+
+
+def check_recovered(t, d, tag):
+    ok = True
+    r = d.post("/v1/sandboxes", {"id": "back-" + tag}, timeout=CALL_TIMEOUT)
+    ok &= t.eq(r.status, 201, "%s: create works" % tag, r)
+    e = d.post("/v1/sandboxes/d1/env", {"T": tag}, timeout=CALL_TIMEOUT)
+    ok &= t.eq(e.status, 200, "%s: set env works" % tag, e)
+    c = d.post("/v1/sandboxes/d1/contexts", {}, timeout=CALL_TIMEOUT)
+    ok &= t.eq(c.status, 201, "%s: create a context works" % tag, c)
+    if c.status == 201:
+        d.delete("/v1/sandboxes/d1/contexts/" + c.get("id"))
+    if r.status == 201:
+        d.delete("/v1/sandboxes/back-" + tag)
+    body = os.urandom(1 << 20)
+    p = d.request("PUT", file_path("d1", "/workspace/after-%s.bin" % tag), raw=body, timeout=CALL_TIMEOUT)
+    g = d.get(file_path("d1", "/workspace/after-%s.bin" % tag))
+    ok &= t.ok(p.status in (200, 201) and g.raw == body, "%s: upload works" % tag, p)
+    return ok
+
+
 if __name__ == "__main__":
     tests = [test_setup, test_graceful_restart_keeps_contexts, test_sigkill_keeps_contexts,
-             test_sigkill_under_load, test_kernel_killed, test_init_killed]
+             test_sigkill_under_load, test_kernel_killed, test_init_killed, test_state_disk]
     only = os.environ.get("FAULTS_ONLY")
     if only:
         tests = [fn for fn in tests if fn.__name__ in only.split(",")]
