@@ -53,6 +53,7 @@ struct sbox {
        written under save_lock, an older one never over a newer one. */
     pthread_mutex_t save_lock;
     uint64_t save_gen, saved_gen;
+    bool recovering; /* contexts being given back after a restart: callers wait */
     bool gone;
     int refs;
     sbox_t *next;
@@ -430,16 +431,64 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
 
 /* --- sandbox hooks --------------------------------------------------------------- */
 
-static void s_recover (contexts_t *self, const char *cid, const char *dir);
+static void s_recover (contexts_t *self, sbox_t *b);
+
+typedef struct {
+    contexts_t *self;
+    sbox_t *box;
+} recover_t;
+
+/* Give a sandbox's contexts back in the background, so that the broker
+   listens at once; requests on that sandbox's contexts wait meanwhile.
+   Warm kernels come after: recovery kills every kernel it does not know. */
+static void *
+s_recover_thread (void *arg)
+{
+    recover_t *r = arg;
+    contexts_t *self = r->self;
+    s_recover (self, r->box);
+    pthread_mutex_lock (&self->lock);
+    r->box->recovering = false;
+    for (int l = 0; l < MAX_LANGS; l++)
+        s_pool_fill (self, r->box, (kernel_lang_t)l);
+    s_box_unref (self, r->box);
+    self->fills--;
+    pthread_cond_broadcast (&self->filled);
+    pthread_mutex_unlock (&self->lock);
+    free (r);
+    return NULL;
+}
 
 static void
 s_on_started (void *arg, const char *cid, const char *dir, bool recovered)
 {
     contexts_t *self = arg;
-    if (recovered)
-        s_recover (self, cid, dir);
     pthread_mutex_lock (&self->lock);
     sbox_t *b = s_box_get (self, cid);
+    recover_t *r = recovered && b ? calloc (1, sizeof *r) : NULL;
+    if (r) {
+        pthread_t t;
+        pthread_attr_t attr;
+        r->self = self;
+        r->box = b;
+        b->refs++;
+        b->recovering = true;
+        self->fills++;
+        pthread_attr_init (&attr);
+        pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create (&t, &attr, s_recover_thread, r) != 0) {
+            b->refs--;
+            b->recovering = false;
+            self->fills--;
+            free (r);
+            r = NULL;
+        }
+        pthread_attr_destroy (&attr);
+        if (r) {
+            pthread_mutex_unlock (&self->lock);
+            return;
+        }
+    }
     if (b)
         for (int l = 0; l < MAX_LANGS; l++)
             s_pool_fill (self, b, (kernel_lang_t)l);
@@ -567,8 +616,11 @@ s_box_for_env (contexts_t *self, const char *tenant, const char *sid, json_t **e
         return NULL;
     pthread_mutex_lock (&self->lock);
     sbox_t *b = s_box_get (self, cid);
-    if (b)
+    if (b) {
         b->refs++;
+        while (b->recovering)
+            pthread_cond_wait (&self->filled, &self->lock);
+    }
     pthread_mutex_unlock (&self->lock);
     if (!b)
         err_set (err, 500, "internal", "out of memory");
@@ -653,8 +705,9 @@ s_ctx_new (contexts_t *self, sbox_t *b, const char *id, kernel_lang_t lang, cons
    use, reporting restarted: true. Every other kernel (the pool's, ones
    being started when the broker died) is killed. */
 static void
-s_recover (contexts_t *self, const char *cid, const char *dir)
+s_recover (contexts_t *self, sbox_t *b)
 {
+    const char *cid = b->cid, *dir = b->dir;
     char path[1300];
     snprintf (path, sizeof path, "%s/%s", dir, STATE_FILE);
     size_t len = 0;
@@ -678,13 +731,8 @@ s_recover (contexts_t *self, const char *cid, const char *dir)
     if (kernel_cleanup_stale (link, cid, keep, nkeep, &err) < 0)
         log_warn ("sandbox cid=%s: removing stale kernels: %s", cid, err.message);
     free (keep);
-    pthread_mutex_lock (&self->lock);
-    sbox_t *b = s_box_get (self, cid);
-    if (b)
-        b->refs++;
-    pthread_mutex_unlock (&self->lock);
     size_t kept = 0, lost = 0;
-    for (size_t i = 0; b && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get (arr, i), *k = json_object_get (e, "kernel");
         const char *id = json_string_value (json_object_get (e, "id"));
         const char *language = json_string_value (json_object_get (e, "language"));
@@ -710,7 +758,8 @@ s_recover (contexts_t *self, const char *cid, const char *dir)
                           cid, id, kerr.message);
         }
         pthread_mutex_lock (&self->lock);
-        ctx_t *c = s_ctx_find (b, id) ? NULL : s_ctx_new (self, b, id, lang, cwd, env, &err);
+        ctx_t *c
+            = b->gone || s_ctx_find (b, id) ? NULL : s_ctx_new (self, b, id, lang, cwd, env, &err);
         if (c) {
             json_t *created = json_object_get (e, "created_at");
             if (json_is_integer (created))
@@ -726,12 +775,7 @@ s_recover (contexts_t *self, const char *cid, const char *dir)
         kernel_destroy_now (&kernel);
     }
     json_decref (st);
-    if (b) {
-        s_save_quiet (self, b);
-        pthread_mutex_lock (&self->lock);
-        s_box_unref (self, b);
-        pthread_mutex_unlock (&self->lock);
-    }
+    s_save_quiet (self, b);
     if (n)
         log_info ("sandbox cid=%s: %zu contexts recovered, %zu of them with a fresh kernel", cid,
                   kept + lost, lost);

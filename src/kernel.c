@@ -142,7 +142,8 @@ s_check_proc (kernel_t *self, char *why, size_t why_size)
                 if (msg)
                     snprintf (why, why_size, "%.300s", msg);
                 else if (self->watched)
-                    snprintf (why, why_size, "the kernel process exited");
+                    snprintf (why, why_size, "the kernel process exited (watcher status %lld)",
+                              (long long)(json_is_integer (code) ? json_integer_value (code) : -1));
                 else
                     snprintf (why, why_size, "the kernel process exited with status %lld",
                               (long long)(json_is_integer (code) ? json_integer_value (code) : -1));
@@ -544,18 +545,22 @@ kernel_cleanup_stale (agent_link_t *link, const char *cid, const char *const *ke
                                     "|*/run/kernels/%s/*", keep[i]);
         off[1] += (size_t)snprintf (pats[1] + off[1], sizeof pats[1] - off[1], "|%s", keep[i]);
     }
+    /* A broker killed during its own recovery leaves its cleanup running in
+       the sandbox; run after it (flock), or it would kill the watchers and
+       kernels this process starts next. */
     char command[9000];
     snprintf (command, sizeof command,
+              "exec 9>>/run/kernels/.cleanup.lock ; flock -w 15 9 ; "
               "pkill -KILL -f '^tail --pid=[0-9]+ -s 0[.]25 -f /dev/null$' ; "
               "for p in $(pgrep -f '^(python3 -m ipykernel_launcher .*|node "
               "/usr/local/bin/tslab kernel) .*/run/kernels/'); do "
               "case \"$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)\" in %s) ;; "
-              "*) kill -KILL $p ;; esac ; done ; "
+              "*) echo \"killed $p\" ; kill -KILL $p ;; esac ; done ; "
               "cd /run/kernels && for d in *; do case \"$d\" in %s) ;; "
               "*) rm -rf -- \"$d\" ;; esac ; done ; true",
               pats[0], pats[1]);
     json_t *req = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "op", "exec", "command", command, "cwd",
-                             "/", "timeout_ms", 10000, "max_output", 4096);
+                             "/", "timeout_ms", 30000, "max_output", 4096);
     agent_call_t *call = agent_call_new (link, cid, req, NULL, 0, 5000, err);
     json_decref (req);
     if (!call)
@@ -565,11 +570,13 @@ kernel_cleanup_stale (agent_link_t *link, const char *cid, const char *const *ke
         json_t *h = NULL;
         char *data = NULL;
         size_t len = 0;
-        int got = agent_call_recv (call, 15000, &h, &data, &len, err);
+        int got = agent_call_recv (call, 35000, &h, &data, &len, err);
         const char *ev = got == 1 ? json_string_value (json_object_get (h, "ev")) : NULL;
         bool end = !ev || !strcmp (ev, "exit") || !strcmp (ev, "error");
         if (ev && !strcmp (ev, "exit"))
             rc = 0;
+        if (ev && !strcmp (ev, "stdout") && data)
+            log_debug ("sandbox cid=%s: stale kernels: %.*s", cid, (int)len, data);
         json_decref (h);
         free (data);
         if (end)
