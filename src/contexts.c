@@ -14,12 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jsonv.h"
 
 #define MAX_LANGS       3
 #define STATE_FILE      "contexts.json"
 #define STATE_MAX_BYTES (8 * 1024 * 1024)
+#define FILL_WAIT_S     5 /* longest wait for a warm kernel being started */
 
 typedef struct ctx ctx_t;
 typedef struct sbox sbox_t;
@@ -361,6 +363,9 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
     kernel_t *k = NULL;
     pthread_mutex_lock (&self->lock);
     sbox_t *b = c->box;
+    struct timespec until;
+    clock_gettime (CLOCK_REALTIME, &until);
+    until.tv_sec += FILL_WAIT_S;
     for (;;) {
         while (b->npool[c->lang] > 0 && !k) {
             k = b->pool[c->lang][--b->npool[c->lang]];
@@ -372,7 +377,10 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
         /* A warm kernel already on its way beats starting a second one. */
         if (k || b->filling[c->lang] == 0 || b->gone)
             break;
-        pthread_cond_wait (&self->filled, &self->lock);
+        /* ... unless it takes unusually long (a sandbox restarting under
+           it): then this run starts its own. */
+        if (pthread_cond_timedwait (&self->filled, &self->lock, &until) == ETIMEDOUT)
+            break;
     }
     s_pool_fill (self, b, c->lang);
     bool gone = b->gone;
@@ -508,6 +516,7 @@ s_drop_box (contexts_t *self, const char *cid, bool keep)
         return;
     }
     b->gone = true;
+    pthread_cond_broadcast (&self->filled); /* runs waiting for a warm kernel */
     /* Pool kernels and idle contexts' kernels die with the container; free
        what we hold. Running contexts release theirs when their run ends. */
     kernel_t **doomed = NULL, **kept = NULL;
