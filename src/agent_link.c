@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <sodium.h>
 #include <unistd.h>
+#include <sodium.h>
 #include <zmq.h>
 
 #include "jsonv.h"
@@ -639,6 +640,15 @@ s_client_socket (agent_link_t *self)
         return NULL;
     int zero = 0;
     zmq_setsockopt (sock, ZMQ_LINGER, &zero, sizeof zero);
+    /* The identity is the tag the agent echoes. ZeroMQ's own identities
+       follow the same sequence in every broker process, so a call of a
+       restarted broker would get the events of the previous process's
+       call with the same number (e.g. the exit of a command it started):
+       use random ones. A first byte of 0 is reserved to ZeroMQ. */
+    unsigned char id[16];
+    randombytes_buf (id, sizeof id);
+    id[0] |= 0x80;
+    zmq_setsockopt (sock, ZMQ_ROUTING_ID, id, sizeof id);
     if (zmq_connect (sock, self->endpoint) < 0) {
         zmq_close (sock);
         return NULL;

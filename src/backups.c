@@ -51,6 +51,21 @@ struct _backups_t {
    The archive goes through head so that it never exceeds the limit by
    more than a byte even inside the sandbox; its own temporary name is
    excluded in case dir is /tmp. */
+
+/* An error writing under the backup dir: a full disk is 507, a read-only
+   one 503 (both the operator's to fix), anything else 500. */
+static int
+s_write_err (err_t *err, const char *what, const char *path)
+{
+    int e = errno;
+    if (e == ENOSPC || e == EDQUOT)
+        return err_set (err, 507, "insufficient_storage", "%s %s: the broker's disk is full", what,
+                        path);
+    if (e == EROFS)
+        return err_set (err, 503, "read_only", "%s %s: the broker's disk is read-only", what, path);
+    return err_set (err, 500, "internal", "%s %s: %s", what, path, strerror (e));
+}
+
 static const char s_backup_script[]
     = "if [ ! -e \"$SBX_DIR\" ]; then exit 100; fi\n"
       "if [ ! -d \"$SBX_DIR\" ]; then exit 101; fi\n"
@@ -552,7 +567,7 @@ s_copy_out (backups_t *self, files_root_t *root, const char *tmp, const char *pa
     int out = open (part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (out < 0) {
         close (in);
-        return err_set (err, 500, "internal", "creating %s: %s", part, strerror (errno));
+        return s_write_err (err, "creating", part);
     }
     char *buf = malloc (S_CHUNK);
     int64_t total = 0;
@@ -623,7 +638,7 @@ backups_create (backups_t *self, const char *tenant, const char *id, json_t *bod
     s_tenant_dir (self, tenant, tenant_dir, sizeof tenant_dir);
     if (util_mkdir_p (tenant_dir, 0700) < 0) {
         json_decref (excludes);
-        return err_set (err, 500, "internal", "creating %s: %s", tenant_dir, strerror (errno));
+        return s_write_err (err, "creating", tenant_dir);
     }
     int slot = s_reserve (self, tenant, err);
     if (slot < 0) {
@@ -713,9 +728,7 @@ backups_create (backups_t *self, const char *tenant, const char *id, json_t *bod
         pthread_mutex_lock (&self->lock);
         if (!text || rename (part, final) < 0
             || util_write_file_atomic (meta_path, text, strlen (text), 0600) < 0) {
-            rc = err_set (err, errno == ENOSPC ? 507 : 500,
-                          errno == ENOSPC ? "insufficient_storage" : "internal",
-                          "keeping the backup: %s", strerror (errno));
+            rc = s_write_err (err, "keeping the backup", final);
             unlink (part);
             unlink (final);
         }

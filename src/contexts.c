@@ -8,14 +8,20 @@
    context can go away while a run on it is still finishing. */
 #include "contexts.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jsonv.h"
 
-#define MAX_LANGS 3
+#define MAX_LANGS       3
+#define STATE_FILE      "contexts.json"
+#define STATE_MAX_BYTES (8 * 1024 * 1024)
+#define FILL_WAIT_S     5 /* longest wait for a warm kernel being started */
 
 typedef struct ctx ctx_t;
 typedef struct sbox sbox_t;
@@ -45,6 +51,11 @@ struct sbox {
     kernel_t **pool[MAX_LANGS];
     size_t npool[MAX_LANGS];
     int filling[MAX_LANGS]; /* kernels being started for the pool */
+    /* contexts.json writes: snapshots are numbered under self->lock and
+       written under save_lock, an older one never over a newer one. */
+    pthread_mutex_t save_lock;
+    uint64_t save_gen, saved_gen;
+    bool recovering; /* contexts being given back after a restart: callers wait */
     bool gone;
     int refs;
     sbox_t *next;
@@ -91,6 +102,7 @@ s_box_get (contexts_t *self, const char *cid)
         return NULL;
     snprintf (b->cid, sizeof b->cid, "%s", cid);
     sandbox_mgr_dir (self->mgr, cid, b->dir, sizeof b->dir);
+    pthread_mutex_init (&b->save_lock, NULL);
     b->refs = 1; /* the table's */
     b->next = self->boxes;
     self->boxes = b;
@@ -109,6 +121,7 @@ s_box_unref (contexts_t *self, sbox_t *b)
         }
     for (int l = 0; l < MAX_LANGS; l++)
         free (b->pool[l]);
+    pthread_mutex_destroy (&b->save_lock);
     free (b->ctxs);
     free (b);
 }
@@ -158,6 +171,85 @@ s_ctx_json (const ctx_t *c)
                       kernel_lang_name (c->lang), "cwd", c->cwd, "status", status, "restarted",
                       c->restarted, "created_at", util_iso8601 (c->created_at, ts, sizeof ts),
                       "env", c->env);
+}
+
+/* --- persistence: <sandbox dir>/contexts.json ------------------------------------ */
+
+/* What a restarted broker needs to give every context back, kernel
+   included (see s_recover). Called with the lock held. */
+static json_t *
+s_state_json (const sbox_t *b)
+{
+    json_t *arr = json_array ();
+    for (size_t i = 0; i < b->nctxs; i++) {
+        const ctx_t *c = b->ctxs[i];
+        json_t *k = c->kernel
+                        ? json_pack ("{s:s, s:i, s:s}", "id", kernel_id (c->kernel), "pid",
+                                     kernel_pid (c->kernel), "key", kernel_key_hex (c->kernel))
+                        : json_null ();
+        json_array_append_new (
+            arr, json_pack ("{s:s, s:s, s:s, s:O, s:I, s:b, s:o}", "id", c->id, "language",
+                            kernel_lang_name (c->lang), "cwd", c->cwd, "env", c->env, "created_at",
+                            (json_int_t)c->created_at, "restarted", c->restarted, "kernel", k));
+    }
+    return json_pack ("{s:i, s:o}", "version", 1, "contexts", arr);
+}
+
+static int
+s_write_error (err_t *err, int errnum, const char *what)
+{
+    if (errnum == ENOSPC || errnum == EDQUOT)
+        return err_set (err, 507, "insufficient_storage", "%s: the state directory is full", what);
+    if (errnum == EROFS)
+        return err_set (err, 503, "read_only", "%s: the state directory is read-only", what);
+    return err_set (err, 500, "internal", "%s: %s", what, strerror (errnum));
+}
+
+/* Write b's contexts to its state file (root-only, in the sandbox's host
+   directory, never inside the container). Called without the lock. */
+static int
+s_save (contexts_t *self, sbox_t *b, err_t *err)
+{
+    pthread_mutex_lock (&self->lock);
+    if (b->gone) {
+        pthread_mutex_unlock (&self->lock);
+        return 0;
+    }
+    json_t *st = s_state_json (b);
+    uint64_t gen = ++b->save_gen;
+    b->refs++;
+    pthread_mutex_unlock (&self->lock);
+    char *text = json_dumps (st, JSON_COMPACT);
+    json_decref (st);
+    char path[1300];
+    snprintf (path, sizeof path, "%s/%s", b->dir, STATE_FILE);
+    int rc = 0;
+    pthread_mutex_lock (&b->save_lock);
+    if (!text)
+        rc = err_set (err, 500, "internal", "out of memory");
+    else if (gen > b->saved_gen) {
+        if (util_write_file_atomic (path, text, strlen (text), 0600) == 0)
+            b->saved_gen = gen;
+        else {
+            int e = errno;
+            rc = s_write_error (err, e, "saving the contexts");
+            log_warn ("sandbox cid=%s: writing %s: %s", b->cid, path, strerror (e));
+        }
+    }
+    pthread_mutex_unlock (&b->save_lock);
+    free (text);
+    pthread_mutex_lock (&self->lock);
+    s_box_unref (self, b);
+    pthread_mutex_unlock (&self->lock);
+    return rc;
+}
+
+/* The same where nothing can be undone: a failure is logged only. */
+static void
+s_save_quiet (contexts_t *self, sbox_t *b)
+{
+    err_t err = { 0 };
+    s_save (self, b, &err);
 }
 
 /* --- FIFO turn per context ---------------------------------------------------- */
@@ -271,6 +363,9 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
     kernel_t *k = NULL;
     pthread_mutex_lock (&self->lock);
     sbox_t *b = c->box;
+    struct timespec until;
+    clock_gettime (CLOCK_REALTIME, &until);
+    until.tv_sec += FILL_WAIT_S;
     for (;;) {
         while (b->npool[c->lang] > 0 && !k) {
             k = b->pool[c->lang][--b->npool[c->lang]];
@@ -282,7 +377,10 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
         /* A warm kernel already on its way beats starting a second one. */
         if (k || b->filling[c->lang] == 0 || b->gone)
             break;
-        pthread_cond_wait (&self->filled, &self->lock);
+        /* ... unless it takes unusually long (a sandbox restarting under
+           it): then this run starts its own. */
+        if (pthread_cond_timedwait (&self->filled, &self->lock, &until) == ETIMEDOUT)
+            break;
     }
     s_pool_fill (self, b, c->lang);
     bool gone = b->gone;
@@ -341,29 +439,76 @@ s_kernel_for (contexts_t *self, ctx_t *c, err_t *err)
 
 /* --- sandbox hooks --------------------------------------------------------------- */
 
+static void s_recover (contexts_t *self, sbox_t *b);
+
+typedef struct {
+    contexts_t *self;
+    sbox_t *box;
+} recover_t;
+
+/* Give a sandbox's contexts back in the background, so that the broker
+   listens at once; requests on that sandbox's contexts wait meanwhile.
+   Warm kernels come after: recovery kills every kernel it does not know. */
+static void *
+s_recover_thread (void *arg)
+{
+    recover_t *r = arg;
+    contexts_t *self = r->self;
+    s_recover (self, r->box);
+    pthread_mutex_lock (&self->lock);
+    r->box->recovering = false;
+    for (int l = 0; l < MAX_LANGS; l++)
+        s_pool_fill (self, r->box, (kernel_lang_t)l);
+    s_box_unref (self, r->box);
+    self->fills--;
+    pthread_cond_broadcast (&self->filled);
+    pthread_mutex_unlock (&self->lock);
+    free (r);
+    return NULL;
+}
+
 static void
 s_on_started (void *arg, const char *cid, const char *dir, bool recovered)
 {
     contexts_t *self = arg;
-    if (recovered) {
-        /* Contexts do not survive a broker restart: free what the previous
-           process left behind before warming new kernels. */
-        err_t err = { 0 };
-        if (kernel_cleanup_stale (sandbox_mgr_link (self->mgr), cid, &err) < 0)
-            log_warn ("sandbox cid=%s: removing stale kernels: %s", cid, err.message);
-    }
     pthread_mutex_lock (&self->lock);
     sbox_t *b = s_box_get (self, cid);
+    recover_t *r = recovered && b ? calloc (1, sizeof *r) : NULL;
+    if (r) {
+        pthread_t t;
+        pthread_attr_t attr;
+        r->self = self;
+        r->box = b;
+        b->refs++;
+        b->recovering = true;
+        self->fills++;
+        pthread_attr_init (&attr);
+        pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create (&t, &attr, s_recover_thread, r) != 0) {
+            b->refs--;
+            b->recovering = false;
+            self->fills--;
+            free (r);
+            r = NULL;
+        }
+        pthread_attr_destroy (&attr);
+        if (r) {
+            pthread_mutex_unlock (&self->lock);
+            return;
+        }
+    }
     if (b)
         for (int l = 0; l < MAX_LANGS; l++)
             s_pool_fill (self, b, (kernel_lang_t)l);
     pthread_mutex_unlock (&self->lock);
 }
 
+/* Forget sandbox cid. Pool kernels are killed; contexts' kernels too, or
+   with keep (the broker shutting down) only let go of, so that the next
+   broker process re-attaches them. */
 static void
-s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
+s_drop_box (contexts_t *self, const char *cid, bool keep)
 {
-    contexts_t *self = arg;
     pthread_mutex_lock (&self->lock);
     sbox_t *b = s_box_find (self, cid);
     if (!b) {
@@ -371,10 +516,11 @@ s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
         return;
     }
     b->gone = true;
+    pthread_cond_broadcast (&self->filled); /* runs waiting for a warm kernel */
     /* Pool kernels and idle contexts' kernels die with the container; free
        what we hold. Running contexts release theirs when their run ends. */
-    kernel_t **doomed = NULL;
-    size_t ndoomed = 0;
+    kernel_t **doomed = NULL, **kept = NULL;
+    size_t ndoomed = 0, nkept = 0;
     for (int l = 0; l < MAX_LANGS; l++) {
         for (size_t i = 0; i < b->npool[l]; i++) {
             kernel_t **g = realloc (doomed, (ndoomed + 1) * sizeof *g);
@@ -391,10 +537,12 @@ s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
         s_ctx_detach (b, c);
         kernel_t *k = s_ctx_unref (self, c);
         if (k) {
-            kernel_t **g = realloc (doomed, (ndoomed + 1) * sizeof *g);
+            kernel_t ***list = keep ? &kept : &doomed;
+            size_t *n = keep ? &nkept : &ndoomed;
+            kernel_t **g = realloc (*list, (*n + 1) * sizeof *g);
             if (g) {
-                doomed = g;
-                doomed[ndoomed++] = k;
+                *list = g;
+                g[(*n)++] = k;
             }
         }
     }
@@ -402,7 +550,16 @@ s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
     pthread_mutex_unlock (&self->lock);
     for (size_t i = 0; i < ndoomed; i++)
         kernel_destroy_now (&doomed[i]);
+    for (size_t i = 0; i < nkept; i++)
+        kernel_close (&kept[i]);
     free (doomed);
+    free (kept);
+}
+
+static void
+s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
+{
+    s_drop_box (arg, cid, false);
 }
 
 contexts_t *
@@ -429,9 +586,11 @@ contexts_destroy (contexts_t **self_p)
     contexts_t *self = *self_p;
     sandbox_mgr_remove_hooks (self->mgr, self);
     /* Wait for kernel starts and streamed runs in flight (their clients are
-       gone, so they are being interrupted), then let every kernel go: contexts
-       do not survive the broker, and their sockets must be closed before
-       the ZeroMQ context can end. Requests are no longer being served. */
+       gone, so they are being interrupted), then let every kernel go: pool
+       kernels are killed, contexts' kernels keep running for the next
+       broker process (contexts.json says how to reach them), and every
+       socket is closed before the ZeroMQ context can end. Requests are no
+       longer being served. */
     pthread_mutex_lock (&self->lock);
     self->closing = true;
     while (self->fills > 0 || self->runs > 0)
@@ -447,7 +606,7 @@ contexts_destroy (contexts_t **self_p)
     }
     pthread_mutex_unlock (&self->lock);
     for (size_t i = 0; i < n; i++)
-        s_on_stopped (self, cids[i], NULL, false);
+        s_drop_box (self, cids[i], true);
     free (cids);
     pthread_cond_destroy (&self->filled);
     pthread_mutex_destroy (&self->lock);
@@ -466,8 +625,11 @@ s_box_for_env (contexts_t *self, const char *tenant, const char *sid, json_t **e
         return NULL;
     pthread_mutex_lock (&self->lock);
     sbox_t *b = s_box_get (self, cid);
-    if (b)
+    if (b) {
         b->refs++;
+        while (b->recovering)
+            pthread_cond_wait (&self->filled, &self->lock);
+    }
     pthread_mutex_unlock (&self->lock);
     if (!b)
         err_set (err, 500, "internal", "out of memory");
@@ -546,9 +708,93 @@ s_ctx_new (contexts_t *self, sbox_t *b, const char *id, kernel_lang_t lang, cons
     return c;
 }
 
-/* Start c's kernel if it has none, holding c's turn. */
+/* After a broker restart: give back sandbox cid's contexts from its state
+   file. Kernels that still run and answer are re-attached with their state;
+   the others are killed and their contexts start a fresh kernel on next
+   use, reporting restarted: true. Every other kernel (the pool's, ones
+   being started when the broker died) is killed. */
+static void
+s_recover (contexts_t *self, sbox_t *b)
+{
+    const char *cid = b->cid, *dir = b->dir;
+    char path[1300];
+    snprintf (path, sizeof path, "%s/%s", dir, STATE_FILE);
+    size_t len = 0;
+    char *text = util_read_file (path, STATE_MAX_BYTES, &len);
+    json_t *st = text ? json_loadb (text, len, 0, NULL) : NULL;
+    free (text);
+    json_t *arr = json_object_get (st, "contexts");
+    if (text && !json_is_array (arr))
+        log_warn ("sandbox cid=%s: %s is unreadable; its contexts are lost", cid, path);
+    size_t n = json_is_array (arr) ? json_array_size (arr) : 0;
+    const char **keep = calloc (n + 1, sizeof *keep);
+    size_t nkeep = 0;
+    for (size_t i = 0; keep && i < n; i++) {
+        const char *kid = json_string_value (
+            json_object_get (json_object_get (json_array_get (arr, i), "kernel"), "id"));
+        if (kid)
+            keep[nkeep++] = kid;
+    }
+    err_t err = { 0 };
+    agent_link_t *link = sandbox_mgr_link (self->mgr);
+    if (kernel_cleanup_stale (link, cid, keep, nkeep, &err) < 0)
+        log_warn ("sandbox cid=%s: removing stale kernels: %s", cid, err.message);
+    free (keep);
+    size_t kept = 0, lost = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get (arr, i), *k = json_object_get (e, "kernel");
+        const char *id = json_string_value (json_object_get (e, "id"));
+        const char *language = json_string_value (json_object_get (e, "language"));
+        const char *cwd = json_string_value (json_object_get (e, "cwd"));
+        json_t *env = json_object_get (e, "env");
+        kernel_lang_t lang;
+        if (!id || strlen (id) > 63 || !language || kernel_lang_parse (language, &lang) < 0 || !cwd
+            || cwd[0] != '/' || strlen (cwd) >= 4096 || !json_is_object (env)) {
+            log_warn ("sandbox cid=%s: skipping a malformed context in %s", cid, path);
+            continue;
+        }
+        kernel_t *kernel = NULL;
+        if (json_is_object (k)) {
+            err_t kerr = { 0 };
+            json_t *pid = json_object_get (k, "pid");
+            kernel = kernel_reattach (link, cid, dir, lang,
+                                      json_string_value (json_object_get (k, "id")),
+                                      json_is_integer (pid) ? (int)json_integer_value (pid) : -1,
+                                      json_string_value (json_object_get (k, "key")), &kerr);
+            if (!kernel)
+                log_warn ("sandbox cid=%s context=%s: kernel lost (%s); a fresh one starts on "
+                          "next use",
+                          cid, id, kerr.message);
+        }
+        pthread_mutex_lock (&self->lock);
+        ctx_t *c
+            = b->gone || s_ctx_find (b, id) ? NULL : s_ctx_new (self, b, id, lang, cwd, env, &err);
+        if (c) {
+            json_t *created = json_object_get (e, "created_at");
+            if (json_is_integer (created))
+                c->created_at = json_integer_value (created);
+            c->restarted = json_is_true (json_object_get (e, "restarted")) || !kernel;
+            c->kernel = kernel;
+            kernel = NULL;
+            c->refs--; /* the caller's */
+            kept += c->kernel != NULL;
+            lost += c->kernel == NULL;
+        }
+        pthread_mutex_unlock (&self->lock);
+        kernel_destroy_now (&kernel);
+    }
+    json_decref (st);
+    s_save_quiet (self, b);
+    if (n)
+        log_info ("sandbox cid=%s: %zu contexts recovered, %zu of them with a fresh kernel", cid,
+                  kept + lost, lost);
+}
+
+/* Start c's kernel if it has none, holding c's turn. A new kernel is
+   saved to the state file; a failure to save is an error only when
+   save_err is given (else it is logged). */
 static int
-s_ensure_kernel (contexts_t *self, ctx_t *c, err_t *err)
+s_ensure_kernel (contexts_t *self, ctx_t *c, err_t *err, err_t *save_err)
 {
     pthread_mutex_lock (&self->lock);
     kernel_t *k = c->kernel;
@@ -572,7 +818,11 @@ s_ensure_kernel (contexts_t *self, ctx_t *c, err_t *err)
     c->kernel = k;
     if (was_started)
         c->restarted = true;
+    sbox_t *b = c->box;
     pthread_mutex_unlock (&self->lock);
+    if (save_err)
+        return s_save (self, b, save_err);
+    s_save_quiet (self, b);
     return 0;
 }
 
@@ -613,10 +863,14 @@ contexts_create (contexts_t *self, const char *tenant, const char *sid, json_t *
     pthread_mutex_unlock (&self->lock);
     if (!c)
         return -1;
-    int rc = s_ensure_kernel (self, c, err);
+    int rc = s_ensure_kernel (self, c, err, err);
     pthread_mutex_lock (&self->lock);
     s_turn_give (c);
+    kernel_t *unsaved = NULL;
     if (rc < 0 && !c->deleted) {
+        /* Not on disk: it would not survive a restart, so it is not made. */
+        unsaved = c->kernel;
+        c->kernel = NULL;
         c->deleted = true;
         s_ctx_detach (c->box, c);
         c->refs--; /* the table's */
@@ -624,6 +878,7 @@ contexts_create (contexts_t *self, const char *tenant, const char *sid, json_t *
     if (rc == 0)
         *out = s_ctx_json (c);
     pthread_mutex_unlock (&self->lock);
+    kernel_destroy (&unsaved);
     s_ctx_release (self, c);
     return rc;
 }
@@ -679,6 +934,7 @@ contexts_delete (contexts_t *self, const char *tenant, const char *sid, const ch
     pthread_mutex_unlock (&self->lock);
     if (k)
         kernel_kill (k);
+    s_save_quiet (self, c->box);
     s_ctx_release (self, c);
     return 0;
 }
@@ -718,11 +974,11 @@ contexts_restart (contexts_t *self, const char *tenant, const char *sid, const c
     s_turn_take (self, c);
     kernel_t *old = c->kernel;
     c->kernel = NULL;
+    c->restarted = true;
     pthread_mutex_unlock (&self->lock);
     kernel_destroy (&old);
-    int rc = s_ensure_kernel (self, c, err);
+    int rc = s_ensure_kernel (self, c, err, NULL);
     pthread_mutex_lock (&self->lock);
-    c->restarted = true;
     s_turn_give (c);
     if (rc == 0)
         *out = s_ctx_json (c);
@@ -833,7 +1089,7 @@ contexts_run_execute (code_run_t *run, kernel_sink_fn *sink, void *arg, err_t *e
     json_t *out = NULL;
     if (deleted)
         err_set (err, 404, "not_found", "context %s was deleted", c->id);
-    else if (s_ensure_kernel (self, c, err) == 0) {
+    else if (s_ensure_kernel (self, c, err, NULL) == 0) {
         pthread_mutex_lock (&self->lock);
         c->busy = true;
         kernel_t *k = c->kernel;
@@ -847,7 +1103,7 @@ contexts_run_execute (code_run_t *run, kernel_sink_fn *sink, void *arg, err_t *e
            the next run does not pay for the start. */
         if (!kernel_alive (k) && !c->deleted) {
             err_t rerr = { 0 };
-            s_ensure_kernel (self, c, &rerr);
+            s_ensure_kernel (self, c, &rerr, NULL);
         }
     }
     pthread_mutex_lock (&self->lock);

@@ -22,13 +22,14 @@
 #include "jsonv.h"
 #include "jupyter.h"
 
-#define START_TIMEOUT_MS  60000
-#define GRACE_MS          3000
-#define POLL_MS           250
-#define KERNEL_UID        1000
-#define MAX_ABORT_RETRIES 3
-#define ABORT_RETRY_MS    250
-#define SHUTDOWN_WAIT_MS  300
+#define START_TIMEOUT_MS    60000
+#define GRACE_MS            3000
+#define POLL_MS             250
+#define KERNEL_UID          1000
+#define MAX_ABORT_RETRIES   3
+#define ABORT_RETRY_MS      250
+#define SHUTDOWN_WAIT_MS    300
+#define REATTACH_TIMEOUT_MS 5000
 
 enum { CH_SHELL = 0, CH_IOPUB, CH_STDIN, CH_CONTROL, CH_HB, CH_COUNT };
 static const char *const s_channel_names[CH_COUNT] = { "shell", "iopub", "stdin", "control", "hb" };
@@ -43,6 +44,7 @@ struct _kernel_t {
     int pid;
     bool dead;
     bool no_shutdown; /* destroy without asking the kernel first */
+    bool watched;     /* re-attached: proc is a watcher, not the kernel itself */
     int kernels_fd;   /* <sandbox_dir>/kernels */
     int kdir_fd;      /* <sandbox_dir>/kernels/<kid> */
     int sock_fd[CH_COUNT];
@@ -139,12 +141,15 @@ s_check_proc (kernel_t *self, char *why, size_t why_size)
                 const char *msg = json_string_value (json_object_get (h, "message"));
                 if (msg)
                     snprintf (why, why_size, "%.300s", msg);
+                else if (self->watched)
+                    snprintf (why, why_size, "the kernel process exited (watcher status %lld)",
+                              (long long)(json_is_integer (code) ? json_integer_value (code) : -1));
                 else
                     snprintf (why, why_size, "the kernel process exited with status %lld",
                               (long long)(json_is_integer (code) ? json_integer_value (code) : -1));
             }
         }
-        else if (why && data && len && !strcmp (ev, "stderr")) {
+        else if (why && data && len && !strcmp (ev, "stderr") && !self->watched) {
             /* Keep the tail of what the kernel said, for start-up errors. */
             size_t n = len < why_size - 1 ? len : why_size - 1;
             memcpy (why, data + len - n, n);
@@ -319,9 +324,10 @@ s_kernel_command (kernel_lang_t lang)
     return "false";
 }
 
-kernel_t *
-kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kernel_lang_t lang,
-              err_t *err)
+/* A kernel_t with nothing open yet, its kernels directory fd opened. */
+static kernel_t *
+s_alloc (agent_link_t *link, const char *cid, const char *sandbox_dir, kernel_lang_t lang,
+         const char *kid, err_t *err)
 {
     pthread_once (&s_zctx_once, s_zctx_init);
     kernel_t *self = calloc (1, sizeof *self);
@@ -336,21 +342,34 @@ kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kern
     for (int ch = 0; ch < CH_COUNT; ch++)
         self->sock_fd[ch] = -1;
     snprintf (self->cid, sizeof self->cid, "%s", cid);
-    char rnd[17];
-    util_random_hex (rnd, 8);
-    snprintf (self->kid, sizeof self->kid, "k%s", rnd);
+    if (kid)
+        snprintf (self->kid, sizeof self->kid, "%s", kid);
+    else {
+        char rnd[17];
+        util_random_hex (rnd, 8);
+        snprintf (self->kid, sizeof self->kid, "k%s", rnd);
+    }
     jupyter_session_init (&self->session);
-    int64_t t0 = util_mono_ms (), deadline = t0 + START_TIMEOUT_MS;
-
     char kernels[1100];
     snprintf (kernels, sizeof kernels, "%s/kernels", sandbox_dir);
     snprintf (self->kdir_path, sizeof self->kdir_path, "%s/%s", kernels, self->kid);
     self->kernels_fd = open (kernels, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (self->kernels_fd < 0) {
         err_set (err, 500, "internal", "opening %s: %s", kernels, strerror (errno));
-        kernel_destroy (&self);
+        free (self);
         return NULL;
     }
+    return self;
+}
+
+kernel_t *
+kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kernel_lang_t lang,
+              err_t *err)
+{
+    kernel_t *self = s_alloc (link, cid, sandbox_dir, lang, NULL, err);
+    if (!self)
+        return NULL;
+    int64_t t0 = util_mono_ms (), deadline = t0 + START_TIMEOUT_MS;
 
     char base[128], file[160], command[1536];
     snprintf (base, sizeof base, "/run/kernels/%s/k", self->kid);
@@ -415,14 +434,133 @@ kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir, kern
     return self;
 }
 
-int
-kernel_cleanup_stale (agent_link_t *link, const char *cid, err_t *err)
+/* A kernel id as kernel_start makes them: "k" and 16 lowercase hex digits.
+   Ids read back from disk go into shell commands, so nothing else passes. */
+static bool
+s_kid_valid (const char *kid)
 {
-    json_t *req = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "op", "exec", "command",
-                             "pkill -KILL -f '^(python3 -m ipykernel_launcher .*|node "
-                             "/usr/local/bin/tslab kernel) .*/run/"
-                             "kernels/' ; rm -rf /run/kernels/* ; true",
-                             "cwd", "/", "timeout_ms", 10000, "max_output", 4096);
+    if (!kid || kid[0] != 'k' || strlen (kid) != 17)
+        return false;
+    for (int i = 1; i < 17; i++)
+        if (!strchr ("0123456789abcdef", kid[i]))
+            return false;
+    return true;
+}
+
+kernel_t *
+kernel_reattach (agent_link_t *link, const char *cid, const char *sandbox_dir, kernel_lang_t lang,
+                 const char *kid, int pid, const char *key_hex, err_t *err)
+{
+    if (!s_kid_valid (kid) || pid <= 0) {
+        err_set (err, 500, "internal", "invalid kernel id or pid");
+        return NULL;
+    }
+    kernel_t *self = s_alloc (link, cid, sandbox_dir, lang, kid, err);
+    if (!self)
+        return NULL;
+    self->pid = pid;
+    self->watched = true;
+    int64_t deadline = util_mono_ms () + REATTACH_TIMEOUT_MS;
+    if (jupyter_session_set_key (&self->session, key_hex, err) < 0) {
+        kernel_destroy_now (&self);
+        return NULL;
+    }
+    /* The agent knows the kernel's pid only while that very process runs
+       (it is the agent's child), so the signal doubles as a liveness check
+       that cannot be fooled by pid reuse. SIGINT also ends a run the
+       previous broker left going; an idle kernel ignores it. */
+    if (s_agent_signal (self, "INT", err) < 0) {
+        self->dead = true;
+        kernel_destroy_now (&self);
+        return NULL;
+    }
+    /* The exec call that started the kernel belonged to the previous broker;
+       its exit event will never reach us. A watcher that ends with the
+       kernel takes its place. */
+    char command[128];
+    snprintf (command, sizeof command, "exec tail --pid=%d -s 0.25 -f /dev/null", pid);
+    json_t *req = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "op", "exec", "command", command, "cwd",
+                             "/", "timeout_ms", 0, "max_output", 4096);
+    self->proc = agent_call_new (link, cid, req, NULL, 0, 3000, err);
+    json_decref (req);
+    json_t *h = NULL;
+    char *data = NULL;
+    size_t len = 0;
+    int got = self->proc ? agent_call_recv (self->proc, 5000, &h, &data, &len, err) : -1;
+    const char *ev = got == 1 ? json_string_value (json_object_get (h, "ev")) : NULL;
+    bool started = ev && !strcmp (ev, "start");
+    json_decref (h);
+    free (data);
+    if (!started) {
+        if (got >= 0)
+            err_set (err, 503, "kernel_unavailable", "could not watch the kernel process");
+        kernel_destroy_now (&self);
+        return NULL;
+    }
+    if (!s_open_sockets (self)) {
+        err_set (err, 503, "kernel_unavailable", "the kernel's sockets are gone");
+        kernel_destroy_now (&self);
+        return NULL;
+    }
+    if (s_connect (self, err) < 0 || s_handshake (self, deadline, err) < 0) {
+        kernel_destroy_now (&self);
+        return NULL;
+    }
+    log_info ("sandbox cid=%s kernel=%s (%s): re-attached", cid, self->kid,
+              kernel_lang_name (lang));
+    return self;
+}
+
+const char *
+kernel_id (const kernel_t *self)
+{
+    return self->kid;
+}
+
+int
+kernel_pid (const kernel_t *self)
+{
+    return self->pid;
+}
+
+const char *
+kernel_key_hex (const kernel_t *self)
+{
+    return self->session.key_hex;
+}
+
+int
+kernel_cleanup_stale (agent_link_t *link, const char *cid, const char *const *keep, size_t nkeep,
+                      err_t *err)
+{
+    /* case patterns of the kernels to keep; "-" matches no kernel id. */
+    char pats[2][4096];
+    size_t off[2] = { 0, 0 };
+    off[0] = (size_t)snprintf (pats[0], sizeof pats[0], "-");
+    off[1] = (size_t)snprintf (pats[1], sizeof pats[1], "-");
+    for (size_t i = 0; i < nkeep; i++) {
+        if (!s_kid_valid (keep[i]) || off[0] + 64 >= sizeof pats[0])
+            continue;
+        off[0] += (size_t)snprintf (pats[0] + off[0], sizeof pats[0] - off[0],
+                                    "|*/run/kernels/%s/*", keep[i]);
+        off[1] += (size_t)snprintf (pats[1] + off[1], sizeof pats[1] - off[1], "|%s", keep[i]);
+    }
+    /* A broker killed during its own recovery leaves its cleanup running in
+       the sandbox; run after it (flock), or it would kill the watchers and
+       kernels this process starts next. */
+    char command[9000];
+    snprintf (command, sizeof command,
+              "exec 9>>/run/kernels/.cleanup.lock ; flock -w 15 9 ; "
+              "pkill -KILL -f '^tail --pid=[0-9]+ -s 0[.]25 -f /dev/null$' ; "
+              "for p in $(pgrep -f '^(python3 -m ipykernel_launcher .*|node "
+              "/usr/local/bin/tslab kernel) .*/run/kernels/'); do "
+              "case \"$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)\" in %s) ;; "
+              "*) echo \"killed $p\" ; kill -KILL $p ;; esac ; done ; "
+              "cd /run/kernels && for d in *; do case \"$d\" in %s) ;; "
+              "*) rm -rf -- \"$d\" ;; esac ; done ; true",
+              pats[0], pats[1]);
+    json_t *req = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "op", "exec", "command", command, "cwd",
+                             "/", "timeout_ms", 30000, "max_output", 4096);
     agent_call_t *call = agent_call_new (link, cid, req, NULL, 0, 5000, err);
     json_decref (req);
     if (!call)
@@ -432,11 +570,13 @@ kernel_cleanup_stale (agent_link_t *link, const char *cid, err_t *err)
         json_t *h = NULL;
         char *data = NULL;
         size_t len = 0;
-        int got = agent_call_recv (call, 15000, &h, &data, &len, err);
+        int got = agent_call_recv (call, 35000, &h, &data, &len, err);
         const char *ev = got == 1 ? json_string_value (json_object_get (h, "ev")) : NULL;
         bool end = !ev || !strcmp (ev, "exit") || !strcmp (ev, "error");
         if (ev && !strcmp (ev, "exit"))
             rc = 0;
+        if (ev && !strcmp (ev, "stdout") && data)
+            log_debug ("sandbox cid=%s: stale kernels: %.*s", cid, (int)len, data);
         json_decref (h);
         free (data);
         if (end)
@@ -484,6 +624,27 @@ kernel_destroy (kernel_t **self_p)
         close (self->kernels_fd);
         util_rm_rf (self->kdir_path);
     }
+    free (self);
+    *self_p = NULL;
+}
+
+void
+kernel_close (kernel_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    kernel_t *self = *self_p;
+    for (int ch = 0; ch < CH_COUNT; ch++) {
+        if (self->sock[ch])
+            zmq_close (self->sock[ch]);
+        if (self->sock_fd[ch] >= 0)
+            close (self->sock_fd[ch]);
+    }
+    agent_call_destroy (&self->proc);
+    if (self->kdir_fd >= 0)
+        close (self->kdir_fd);
+    if (self->kernels_fd >= 0)
+        close (self->kernels_fd);
     free (self);
     *self_p = NULL;
 }

@@ -29,9 +29,27 @@ int kernel_lang_parse (const char *name, kernel_lang_t *out);
 kernel_t *kernel_start (agent_link_t *link, const char *cid, const char *sandbox_dir,
                         kernel_lang_t lang, err_t *err);
 
-/* Kill kernels a previous broker process left running in sandbox cid (it
-   cannot re-attach to them) and empty /run/kernels there. */
-int kernel_cleanup_stale (agent_link_t *link, const char *cid, err_t *err);
+/* Re-attach to a kernel a previous broker process started in sandbox cid
+   (after a restart): kid, pid and key_hex as kernel_id, kernel_pid and
+   kernel_key_hex gave them. The kernel is sent SIGINT (ending a run left in
+   flight), its sockets are re-opened as kernel_start does, and it must
+   answer kernel_info within 5 s. NULL with *err when it is gone or does not
+   answer (it is then killed). Caller owns the result. */
+kernel_t *kernel_reattach (agent_link_t *link, const char *cid, const char *sandbox_dir,
+                           kernel_lang_t lang, const char *kid, int pid, const char *key_hex,
+                           err_t *err);
+
+/* What a later broker process needs to re-attach (the key is a secret:
+   store it only where the broker alone can read). */
+const char *kernel_id (const kernel_t *self);
+int kernel_pid (const kernel_t *self);
+const char *kernel_key_hex (const kernel_t *self);
+
+/* Kill the kernels (and kernel watchers) a previous broker process left
+   running in sandbox cid, except those whose ids are in keep, and remove
+   every other kernel directory under /run/kernels there. */
+int kernel_cleanup_stale (agent_link_t *link, const char *cid, const char *const *keep,
+                          size_t nkeep, err_t *err);
 
 /* Ask the kernel to shut down (shutdown_request on control, up to 300 ms),
    then kill its process group, close its sockets, remove its directory. */
@@ -40,6 +58,10 @@ void kernel_destroy (kernel_t **self_p);
 /* The same without the shutdown_request: for kernels whose sandbox is
    going away anyway. */
 void kernel_destroy_now (kernel_t **self_p);
+
+/* Let go of the kernel without stopping it: sockets closed, process and
+   directory left as they are, for a later broker to re-attach. */
+void kernel_close (kernel_t **self_p);
 
 kernel_lang_t kernel_lang (const kernel_t *self);
 

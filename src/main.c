@@ -216,6 +216,7 @@ main (int argc, char **argv)
     pthread_create (&reaper_thread, NULL, s_reaper, &reaper);
 
     sandbox_mgr_start_pool (mgr);
+    sandbox_mgr_start_watchdog (mgr);
     http_api_t *http = http_api_start (&cfg, auth, mgr, ctxs, ports, mounts, &err);
     if (!http) {
         fprintf (stderr, "sandboxd: %s\n", err.message);
@@ -233,6 +234,7 @@ main (int argc, char **argv)
     sigwait (&sigs, &sig);
     log_info ("signal %d: shutting down (sandboxes keep running)", sig);
     http_api_destroy (&http);
+    sandbox_mgr_stop_watchdog (mgr);
     sandbox_mgr_stop_pool (mgr);
     pthread_mutex_lock (&reaper.lock);
     reaper.stop = 1;

@@ -34,6 +34,19 @@ static int
 s_db_error (registry_t *self, err_t *err, const char *what)
 {
     log_error ("registry: %s: %s", what, sqlite3_errmsg (self->db));
+    /* A full or read-only state dir is the operator's to fix, not a bug:
+       SQLite rolls the statement back, so the registry stays consistent. */
+    switch (sqlite3_errcode (self->db)) {
+    case SQLITE_FULL:
+        return err_set (err, 507, "insufficient_storage",
+                        "registry: %s failed: the state directory is full", what);
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+        return err_set (err, 503, "state_unavailable",
+                        "registry: %s failed: the state directory cannot be written (%s)", what,
+                        sqlite3_errmsg (self->db));
+    }
     return err_set (err, 500, "internal", "registry: %s failed", what);
 }
 

@@ -36,12 +36,38 @@ struct _sandbox_mgr_t {
     pthread_t pool_thread;
     bool pool_started, pool_stop;
     pthread_cond_t pool_cond;
+    /* the watchdog: notices containers whose init (the agent) died */
+    pthread_t watch_thread;
+    bool watch_started, watch_stop;
+    pthread_cond_t watch_cond;
 };
 
 /* No client tenant can be named this: tenant names start alphanumeric. */
 #define POOL_TENANT "_pool"
 
 static int s_disk_admit (sandbox_mgr_t *self, int64_t disk_mb, err_t *err);
+
+/* After an internal error: if the state dir cannot take a small file (full
+   or read-only), say that instead (507 / 503), for the operator to fix. */
+static void
+s_state_fault (sandbox_mgr_t *self, err_t *err)
+{
+    if (err->status != 500)
+        return;
+    char probe[1200];
+    snprintf (probe, sizeof probe, "%s/.write-probe", self->cfg->state_dir);
+    if (util_write_file_atomic (probe, "ok", 2, 0600) == 0) {
+        unlink (probe);
+        return;
+    }
+    int e = errno;
+    char was[512];
+    snprintf (was, sizeof was, "%s", err->message);
+    if (e == ENOSPC || e == EDQUOT)
+        err_set (err, 507, "insufficient_storage", "the state directory is full (%.400s)", was);
+    else if (e == EROFS)
+        err_set (err, 503, "read_only", "the state directory is read-only (%.400s)", was);
+}
 
 static void
 s_dir_of (sandbox_mgr_t *self, const char *cid, char *buf, size_t size)
@@ -73,6 +99,7 @@ sandbox_mgr_new (const config_t *cfg, registry_t *reg, agent_link_t *link, err_t
     self->link = link;
     pthread_mutex_init (&self->lock, NULL);
     pthread_cond_init (&self->pool_cond, NULL);
+    pthread_cond_init (&self->watch_cond, NULL);
     snprintf (self->runtime_root, sizeof self->runtime_root, "%s/runc", cfg->state_dir);
     snprintf (self->sandboxes_dir, sizeof self->sandboxes_dir, "%s/sandboxes", cfg->state_dir);
     if (util_mkdir_p (self->runtime_root, 0700) < 0
@@ -369,6 +396,179 @@ s_pool_thread (void *arg)
     return NULL;
 }
 
+/* --- watchdog ------------------------------------------------------------------ */
+
+#define WATCH_INTERVAL_MS 500
+
+typedef struct {
+    char cid[64];
+    int pid;
+    unsigned long long start; /* field 22 of /proc/<pid>/stat: tells reuse apart */
+    bool seen;
+} watched_t;
+
+/* State and start time of a host process: 1 alive, 0 gone (or a zombie). */
+static int
+s_proc_alive (int pid, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf (path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read (fd, buf, sizeof buf - 1);
+    close (fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *p = strrchr (buf, ')'); /* the command may hold spaces and parens */
+    if (!p || p[1] != ' ')
+        return 0;
+    char state = p[2];
+    unsigned long long st = 0;
+    /* fields 3 (state) .. 22 (starttime): skip 19 fields after the state. */
+    p += 3;
+    for (int f = 0; f < 19 && p; f++) {
+        p = strchr (p, ' ');
+        if (p)
+            p++;
+    }
+    if (p)
+        st = strtoull (p, NULL, 10);
+    *start = st;
+    return state != 'Z' && state != 'X';
+}
+
+/* The container of rec lost its init (the sandbox agent, PID 1): every
+   process in it is gone, its files are not (the rootfs layer is on the
+   host). Calls in flight end now (sandbox_unavailable, 503), observers drop
+   what lived inside (sessions, processes, kernels), and the container is
+   started again on the same rootfs; if that fails the sandbox is deleted.
+   Called with self->lock held, so no delete or create interleaves. */
+static void
+s_revive (sandbox_mgr_t *self, const registry_rec_t *rec)
+{
+    log_warn ("tenant=%s sandbox=%s cid=%s: the container's init process died; restarting it "
+              "(files are kept, processes, sessions and kernel state are lost)",
+              rec->tenant, rec->id, rec->cid);
+    agent_link_detach (self->link, rec->cid);
+    s_notify (self, false, rec->cid, false);
+    err_t err = { 0 };
+    if (s_start (self, rec, true, &err) < 0) {
+        log_error ("tenant=%s sandbox=%s cid=%s: restart failed (%s); deleting it", rec->tenant,
+                   rec->id, rec->cid, err.message);
+        registry_set_status (self->reg, rec->tenant, rec->id, "deleting", NULL);
+        pthread_mutex_unlock (&self->lock);
+        s_destroy_container (self, rec->cid);
+        registry_delete (self->reg, rec->tenant, rec->id, NULL);
+        pthread_mutex_lock (&self->lock);
+        return;
+    }
+    /* recovered: observers re-read what they keep on disk (contexts come
+       back with fresh kernels and restarted: true). */
+    s_notify (self, true, rec->cid, true);
+    log_info ("tenant=%s sandbox=%s cid=%s: restarted after its init died", rec->tenant, rec->id,
+              rec->cid);
+}
+
+static void *
+s_watch_thread (void *arg)
+{
+    sandbox_mgr_t *self = arg;
+    watched_t *w = NULL;
+    size_t nw = 0;
+    pthread_mutex_lock (&self->lock);
+    while (!self->watch_stop) {
+        registry_rec_t *list = NULL;
+        size_t n = 0;
+        if (registry_list (self->reg, NULL, &list, &n, NULL) < 0)
+            n = 0;
+        for (size_t k = 0; k < nw; k++)
+            w[k].seen = false;
+        for (size_t i = 0; i < n && !self->watch_stop; i++) {
+            registry_rec_t *rec = &list[i];
+            if (strcmp (rec->status, "running") != 0)
+                continue;
+            watched_t *e = NULL;
+            for (size_t k = 0; k < nw && !e; k++)
+                if (!strcmp (w[k].cid, rec->cid))
+                    e = &w[k];
+            if (!e) {
+                watched_t *g = realloc (w, (nw + 1) * sizeof *g);
+                if (!g)
+                    continue;
+                w = g;
+                e = &w[nw++];
+                memset (e, 0, sizeof *e);
+                snprintf (e->cid, sizeof e->cid, "%s", rec->cid);
+                e->pid = -1;
+            }
+            e->seen = true;
+            unsigned long long start = 0;
+            if (e->pid <= 0) {
+                /* First sight: learn the init's pid (runc state). A
+                   container the runtime does not run is left to create
+                   and recovery, which own it at that point. */
+                e->pid = runtime_pid (&self->rt, rec->cid);
+                if (e->pid > 0 && !s_proc_alive (e->pid, &e->start))
+                    e->pid = -1;
+                continue;
+            }
+            if (s_proc_alive (e->pid, &start) && start == e->start)
+                continue;
+            /* Re-read under the lock: a delete may have begun meanwhile. */
+            registry_rec_t cur;
+            if (registry_get (self->reg, rec->tenant, rec->id, &cur, NULL) == 0) {
+                if (!strcmp (cur.status, "running") && !strcmp (cur.cid, rec->cid))
+                    s_revive (self, &cur);
+                registry_rec_clear (&cur);
+            }
+            e->pid = -1;
+        }
+        registry_list_free (list, n);
+        /* Forget sandboxes that are gone. */
+        for (size_t k = 0; k < nw;)
+            if (!w[k].seen)
+                w[k] = w[--nw];
+            else
+                k++;
+        if (self->watch_stop)
+            break;
+        struct timespec ts;
+        clock_gettime (CLOCK_REALTIME, &ts);
+        ts.tv_nsec += WATCH_INTERVAL_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait (&self->watch_cond, &self->lock, &ts);
+    }
+    pthread_mutex_unlock (&self->lock);
+    free (w);
+    return NULL;
+}
+
+void
+sandbox_mgr_start_watchdog (sandbox_mgr_t *self)
+{
+    if (self->watch_started)
+        return;
+    self->watch_stop = false;
+    if (pthread_create (&self->watch_thread, NULL, s_watch_thread, self) == 0)
+        self->watch_started = true;
+}
+
+void
+sandbox_mgr_stop_watchdog (sandbox_mgr_t *self)
+{
+    if (!self->watch_started)
+        return;
+    pthread_mutex_lock (&self->lock);
+    self->watch_stop = true;
+    pthread_cond_broadcast (&self->watch_cond);
+    pthread_mutex_unlock (&self->lock);
+    pthread_join (self->watch_thread, NULL);
+    self->watch_started = false;
+}
+
 void
 sandbox_mgr_start_pool (sandbox_mgr_t *self)
 {
@@ -637,6 +837,7 @@ sandbox_create (sandbox_mgr_t *self, const char *tenant, json_t *body, json_t **
         registry_rec_clear (&rec);
         if (err->status < 500)
             err->status = 503;
+        s_state_fault (self, err);
         return -1;
     }
     registry_set_status (self->reg, tenant, rec.id, "running", NULL);

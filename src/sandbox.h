@@ -30,6 +30,15 @@ int sandbox_mgr_recover (sandbox_mgr_t *self, err_t *err);
 void sandbox_mgr_start_pool (sandbox_mgr_t *self);
 void sandbox_mgr_stop_pool (sandbox_mgr_t *self);
 
+/* Watch every running sandbox's container init (the agent, PID 1) every
+   500 ms. When one dies, calls in flight to it end with a 503
+   sandbox_unavailable, observers get stopped then started (recovered)
+   notifications, and the container is started again on the same rootfs
+   (files kept; processes, sessions and kernel state lost); if that fails
+   the sandbox is deleted. stop ends the thread. */
+void sandbox_mgr_start_watchdog (sandbox_mgr_t *self);
+void sandbox_mgr_stop_watchdog (sandbox_mgr_t *self);
+
 /* Reap every sandbox past its expiry. Returns how many were reaped. */
 int sandbox_mgr_reap (sandbox_mgr_t *self);
 
