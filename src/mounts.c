@@ -1295,11 +1295,15 @@ done:
 
 /* --- sandbox life ---------------------------------------------------------- */
 
-/* Before the container goes: unmount everything. */
+/* Before the container goes for good: unmount everything. When it is
+   only being replaced (its init died and it restarts on the same files),
+   the s3fs mounts on the host and their records stay: the started hook
+   binds them into the new container. */
 static void
 s_on_stopped (void *arg, const char *cid, const char *dir, bool recovered)
 {
-    (void)recovered;
+    if (recovered)
+        return;
     mounts_t *self = arg;
     s_acquire (self, cid);
     json_t *recs = s_load (dir), *m;

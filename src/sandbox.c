@@ -452,7 +452,7 @@ s_revive (sandbox_mgr_t *self, const registry_rec_t *rec)
               "(files are kept, processes, sessions and kernel state are lost)",
               rec->tenant, rec->id, rec->cid);
     agent_link_detach (self->link, rec->cid);
-    s_notify (self, false, rec->cid, false);
+    s_notify (self, false, rec->cid, true); /* the sandbox lives on */
     err_t err = { 0 };
     if (s_start (self, rec, true, &err) < 0) {
         log_error ("tenant=%s sandbox=%s cid=%s: restart failed (%s); deleting it", rec->tenant,

@@ -71,8 +71,11 @@ int sandbox_resolve_env (sandbox_mgr_t *self, const char *tenant, const char *id
 
 /* Observers of sandbox life: started is called (from the creating thread)
    once a sandbox's agent answers, after create (recovered false) and after
-   a broker restart re-attached it (recovered true); stopped just before its
-   container is torn down (recovered false). */
+   a broker restart re-attached it or its dead container was started again
+   (recovered true); stopped just before its container is torn down: for
+   good (recovered false), or to be replaced by a new container of the same
+   sandbox on the same files (recovered true: keep what lives outside the
+   container, such as bucket mounts, exposed ports, context records). */
 typedef void (sandbox_hook_fn) (void *arg, const char *cid, const char *dir, bool recovered);
 #define SANDBOX_MAX_HOOKS 8
 /* Add an observer (arg must be non-NULL and identifies it). -1 when

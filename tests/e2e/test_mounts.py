@@ -149,7 +149,7 @@ def mount(b, sid=SB, tenant="alice", creds=True, **fields):
 
 def sh(b, command, sid=SB):
     r = b.exec(sid, command, cwd="/workspace")
-    return r.get("stdout", "") if r.status == 200 else "exec failed: %s" % r
+    return r.get("stdout", "") if r.status == 200 else "exec failed: %s" % (r,)
 
 
 def s3fs_procs(b):
@@ -501,6 +501,26 @@ def test_restart(t, b):
     t.eq(sh(b, "cat /workspace/bucket/hello.txt"), "from-sandbox\n", "with the bucket's files")
 
 
+def test_container_revive(t, b):
+    """The container's init dies while the broker runs: the watchdog starts
+    the container again on the same files, and the bucket (s3fs lives on,
+    on the host) is bound into the new container."""
+    cid = STATE["cid"]
+    p = subprocess.run([harness.RUNTIME, "--root", os.path.join(b.state, "runc"), "state", cid],
+                       capture_output=True, text=True)
+    pid = json.loads(p.stdout).get("pid") if p.returncode == 0 else None
+    t.ok(pid, "the container's init pid", p.stdout + p.stderr)
+    if not pid:
+        return
+    os.kill(pid, signal.SIGKILL)
+    ok = wait_until(lambda: sh(b, "cat /workspace/bucket/hello.txt") == "from-sandbox\n", 20, 0.5)
+    t.ok(ok, "after the watchdog restarted the container, the bucket is there again",
+         b.log_tail(40))
+    g = b.get(MOUNTS % SB)
+    t.eq([m.get("path") for m in g.get("mounts") or []], ["/workspace/bucket"],
+         "GET still lists the mount", g)
+
+
 def test_sandbox_delete_and_expiry(t, b):
     r = b.create(id="gone")
     t.eq(r.status, 201, "create sandbox gone", r)
@@ -544,7 +564,7 @@ def main():
     try:
         if b.start():
             for fn in (test_setup, test_roundtrip, test_credentials_hidden, test_prefix_and_read_only, test_errors,
-                       test_broker_credentials, test_old_sandbox, test_tenants, test_delete_unmounts, test_restart, test_sandbox_delete_and_expiry,
+                       test_broker_credentials, test_old_sandbox, test_tenants, test_delete_unmounts, test_restart, test_container_revive, test_sandbox_delete_and_expiry,
                        test_last_sandbox_delete):
                 if not b.alive():
                     tap.ok(False, "broker is running before %s" % fn.__name__)
