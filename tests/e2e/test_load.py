@@ -159,7 +159,9 @@ def test_load(t, b):
          "wrk saw no socket error or timeout", w)
     for key, label in (("rss_kib", "RSS"), ("fds", "open fds")):
         d = res["drift_pct"][key]
-        t.ok(abs(d) < bench_load.DRIFT_LIMIT_PCT, "broker %s drift %+.2f %% (%d -> %d) is under %.0f %%"
+        # Growth is what a leak looks like; memory glibc gives back to the
+        # system between the samples (a trimmed arena) is not a failure.
+        t.ok(d < bench_load.DRIFT_LIMIT_PCT, "broker %s drift %+.2f %% (%d -> %d) is under %.0f %%"
              % (label, d, res["start"][key], res["end"][key], bench_load.DRIFT_LIMIT_PCT),
              "by mapping: %s\ncheckpoints: %s" % (res.get("rss_changes"), res.get("checkpoints")))
     t.eq(res["end"]["threads"], res["start"]["threads"], "no broker thread left over after the load")
