@@ -157,8 +157,15 @@ def test_load(t, b):
     t.ok(not wrong, "every answer was right (statuses, outputs, SHA-256 of downloads)", "\n".join(wrong[:10]))
     t.ok(not any(w.get(k) for k in ("err_connect", "err_read", "err_write", "err_timeout")),
          "wrk saw no socket error or timeout", w)
+    # An AddressSanitizer build keeps freed memory in its quarantine (256 MiB)
+    # and reports leaks itself at exit (the harness fails on any report), so
+    # its RSS says nothing about leaks: only fds are checked there.
+    asan = b"__asan_init" in open(harness.BIN, "rb").read()
     for key, label in (("rss_kib", "RSS"), ("fds", "open fds")):
         d = res["drift_pct"][key]
+        if asan and key == "rss_kib":
+            t.ok(True, "broker RSS drift %+.2f %% not judged: ASan build (LeakSanitizer checks at exit)" % d)
+            continue
         # Growth is what a leak looks like; memory glibc gives back to the
         # system between the samples (a trimmed arena) is not a failure.
         t.ok(d < bench_load.DRIFT_LIMIT_PCT, "broker %s drift %+.2f %% (%d -> %d) is under %.0f %%"
