@@ -241,16 +241,10 @@ s_download (const compat_env_t *env, const char *tenant, const char *id, json_t 
     files_root_close (&root);
     if (rc < 0)
         return s_error (resp, &err);
-    json_t *content = NULL;
-    if (b64) {
-        char *text = compat_base64_encode (data, len);
-        content = text ? json_string (text) : NULL;
-        free (text);
-    }
-    else if (!memchr (data, 0, len))
-        content = json_stringn (data, len);
+    bool not_utf8 = false;
+    json_t *content = jsonv_file_content (data, len, b64, &not_utf8);
     free (data);
-    if (!content && !b64)
+    if (!content && not_utf8)
         return s_fail (resp, 422, "not_utf8",
                        "the file is not UTF-8 text: ask for \"encoding\": \"base64\"");
     if (!content)
