@@ -201,13 +201,16 @@ def test_large_download(t, b):
                      length=n * len(chunk))
     t.eq(r.status, 200, "a 24 MiB file written through the native API", r)
     h = hashlib.sha256()
+    before = harness.rss_kib(b.proc.pid) or 0
     rss = harness.RssSampler(b.proc.pid).start()
     r = b.get_stream(PREFIX + "/file?path=/workspace/big.bin&mode=download", sink=h.update,
                      headers={"x-sandbox-id": SB})
     peak = rss.stop()
     t.ok(r.status == 200 and r.nbytes == n * len(chunk) and h.hexdigest() == want,
          "GET /file?mode=download of 24 MiB: byte-identical", r)
-    t.ok(peak < 24 * 1024, "the broker never held it in memory (peak RSS %d KiB)" % peak)
+    # Growth, not an absolute figure: a sanitizer build starts far higher.
+    t.ok(peak - before < 12 * 1024, "the broker never held it in memory (RSS %d -> peak %d KiB)"
+         % (before, peak))
     r = A(b, "GET", "/file?path=/workspace/big.bin&encoding=base64")
     t.ok(err_ok(r, 413, "file_too_large"), "as JSON it is over 16 x max_body_bytes: 413", r)
     A(b, "DELETE", "/file?path=/workspace/big.bin")
