@@ -236,8 +236,8 @@ s_download (const compat_env_t *env, const char *tenant, const char *id, json_t 
     char *data = NULL;
     size_t len = 0;
     /* The same bound as the native JSON read (GET …/files/PATH?encoding=). */
-    int rc = root ? compat_files_read (root, path, env->cfg->max_body_bytes * 16, &data, &len, &err)
-                  : -1;
+    int rc
+        = root ? files_read_all (root, path, env->cfg->max_body_bytes * 16, &data, &len, &err) : -1;
     files_root_close (&root);
     if (rc < 0)
         return s_error (resp, &err);

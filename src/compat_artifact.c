@@ -306,40 +306,15 @@ s_root (ar_t *c, err_t *err)
 static char *
 s_read_all (files_root_t *root, const char *path, int64_t max, size_t *len, err_t *err)
 {
-    int fd = -1;
-    files_stat_t st;
-    if (files_open_read (root, path, &fd, &st, err) < 0)
-        return NULL;
-    if (st.size > max) {
-        close (fd);
-        err_set (err, 413, "file_too_large",
-                 "the file is larger than %lld bytes: read it with the native GET "
-                 "/v1/sandboxes/{id}/files/{path}",
-                 (long long)max);
+    char *buf = NULL;
+    if (files_read_all (root, path, max, &buf, len, err) < 0) {
+        if (err->status == 413)
+            err_set (err, 413, "file_too_large",
+                     "the file is larger than %lld bytes: read it with the native GET "
+                     "/v1/sandboxes/{id}/files/{path}",
+                     (long long)max);
         return NULL;
     }
-    size_t cap = (size_t)st.size + 1, n = 0;
-    char *buf = malloc (cap);
-    while (buf && n < cap) {
-        ssize_t r = read (fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    close (fd);
-    if (!buf) {
-        err_set (err, 500, "internal", "out of memory");
-        return NULL;
-    }
-    if (n > (size_t)max) {
-        free (buf);
-        err_set (err, 413, "file_too_large", "the file grew past %lld bytes while read",
-                 (long long)max);
-        return NULL;
-    }
-    *len = n;
     return buf;
 }
 

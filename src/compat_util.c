@@ -21,52 +21,6 @@ compat_files_root (const compat_env_t *env, const char *tenant, const char *id, 
 }
 
 int
-compat_files_read (files_root_t *root, const char *path, int64_t max, char **buf, size_t *len,
-                   err_t *err)
-{
-    int fd = -1;
-    files_stat_t st;
-    if (files_open_read (root, path, &fd, &st, err) < 0)
-        return -1;
-    if (st.size > max) {
-        close (fd);
-        return err_set (err, 413, "file_too_large", "%s is larger than %lld bytes", path,
-                        (long long)max);
-    }
-    /* Read one byte past the size seen, to notice a file that grew. */
-    size_t cap = (size_t)st.size + 1, n = 0;
-    char *data = malloc (cap + 1);
-    if (!data) {
-        close (fd);
-        return err_set (err, 500, "internal", "out of memory");
-    }
-    while (n < cap) {
-        ssize_t r = read (fd, data + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            close (fd);
-            free (data);
-            return err_set (err, 500, "internal", "reading %s: %s", path, strerror (e));
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close (fd);
-    if (n > (size_t)st.size && (int64_t)n > max) {
-        free (data);
-        return err_set (err, 413, "file_too_large", "%s is larger than %lld bytes", path,
-                        (long long)max);
-    }
-    data[n] = '\0';
-    *buf = data;
-    *len = n;
-    return 0;
-}
-
-int
 compat_files_write (files_root_t *root, const char *path, const void *data, size_t len,
                     bool mkdir_parents, err_t *err)
 {

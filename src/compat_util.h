@@ -17,12 +17,6 @@
 files_root_t *compat_files_root (const compat_env_t *env, const char *tenant, const char *id,
                                  err_t *err);
 
-/* Read a whole regular file of at most max bytes into *buf (malloc'd, NUL
-   added after the data; caller frees). Larger: 413 "file_too_large"; the
-   files module's errors otherwise (404, 422 is_a_directory, ...). */
-int compat_files_read (files_root_t *root, const char *path, int64_t max, char **buf, size_t *len,
-                       err_t *err);
-
 /* Write data as the whole content of path (atomically: a failure leaves an
    old file as it was), creating missing parent directories when
    mkdir_parents. */

@@ -893,3 +893,49 @@ files_list (files_root_t *self, const char *path, bool recursive, bool hidden, j
         *truncated = ls.truncated || ls.deep;
     return 0;
 }
+
+int
+files_read_all (files_root_t *self, const char *path, int64_t max, char **buf, size_t *len,
+                err_t *err)
+{
+    int fd = -1;
+    files_stat_t st;
+    if (files_open_read (self, path, &fd, &st, err) < 0)
+        return -1;
+    if (st.size > max) {
+        close (fd);
+        return err_set (err, 413, "file_too_large", "%s is larger than %lld bytes", path,
+                        (long long)max);
+    }
+    /* Read one byte past the size seen, to notice a file that grew. */
+    size_t cap = (size_t)st.size + 1, n = 0;
+    char *data = malloc (cap + 1);
+    if (!data) {
+        close (fd);
+        return err_set (err, 500, "internal", "out of memory");
+    }
+    while (n < cap) {
+        ssize_t r = read (fd, data + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close (fd);
+            free (data);
+            return err_set (err, 500, "internal", "reading %s: %s", path, strerror (e));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close (fd);
+    if (n > (size_t)st.size && (int64_t)n > max) {
+        free (data);
+        return err_set (err, 413, "file_too_large", "%s is larger than %lld bytes", path,
+                        (long long)max);
+    }
+    data[n] = '\0';
+    *buf = data;
+    *len = n;
+    return 0;
+}

@@ -44,6 +44,12 @@ int files_stat (files_root_t *self, const char *path, files_stat_t *st, err_t *e
    directory: 422 "is_a_directory". */
 int files_open_read (files_root_t *self, const char *path, int *fd, files_stat_t *st, err_t *err);
 
+/* Read a whole regular file of at most max bytes into *buf (malloc'd, NUL
+   added after the data; caller frees). Larger (also one that grows while
+   read): 413 "file_too_large"; the errors of files_open_read otherwise. */
+int files_read_all (files_root_t *self, const char *path, int64_t max, char **buf, size_t *len,
+                    err_t *err);
+
 /* Atomic writes: data goes to a temporary file in the target's directory,
    and commit renames it over the target (fsync first), so a dropped
    upload leaves any old file intact. mode < 0 keeps the old file's mode,

@@ -624,25 +624,15 @@ s_file_get (http_api_t *self, struct MHD_Connection *conn, files_root_t *root, c
         bool b64 = !strcmp (encoding, "base64");
         if (!b64 && strcmp (encoding, "utf-8") && strcmp (encoding, "utf8"))
             return s_fail (conn, 400, "invalid_field", "query 'encoding': base64 or utf-8");
-        if (st.size > self->cfg->max_body_bytes * 16)
-            return s_fail (conn, 413, "file_too_large",
-                           "the file is too large for a JSON answer: read it raw (no encoding)");
-        int fd = -1;
-        if (files_open_read (root, path, &fd, &st, &err) < 0)
+        char *buf = NULL;
+        size_t len = 0;
+        if (files_read_all (root, path, self->cfg->max_body_bytes * 16, &buf, &len, &err) < 0) {
+            if (err.status == 413)
+                return s_fail (
+                    conn, 413, "file_too_large",
+                    "the file is too large for a JSON answer: read it raw (no encoding)");
             return s_send_error (conn, &err);
-        size_t cap = (size_t)st.size + 1, len = 0;
-        char *buf = malloc (cap);
-        while (buf && len < cap) {
-            ssize_t n = read (fd, buf + len, cap - len);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            len += (size_t)n;
         }
-        close (fd);
-        if (!buf)
-            return s_fail (conn, 500, "internal", "out of memory");
         bool not_utf8 = false;
         json_t *content = jsonv_file_content (buf, len, b64, &not_utf8);
         free (buf);

@@ -150,13 +150,13 @@ test_files (void)
         "with mkdir_parents the directories are made");
     char *buf = NULL;
     size_t len = 0;
-    ok (compat_files_read (root, "/workspace/a/b/c.txt", 100, &buf, &len, &err) == 0 && len == 5
+    ok (files_read_all (root, "/workspace/a/b/c.txt", 100, &buf, &len, &err) == 0 && len == 5
             && !strcmp (buf, "hello"),
         "and the file reads back, NUL-terminated");
     free (buf);
     ok (compat_files_write (root, "/workspace/a/b/c.txt", "", 0, false, &err) == 0
-            && compat_files_read (root, "/workspace/a/b/c.txt", 100, &buf, &len, &err) == 0
-            && len == 0 && buf[0] == '\0',
+            && files_read_all (root, "/workspace/a/b/c.txt", 100, &buf, &len, &err) == 0 && len == 0
+            && buf[0] == '\0',
         "an empty write replaces the content with nothing");
     free (buf);
     buf = NULL;
@@ -165,17 +165,16 @@ test_files (void)
     memset (big, 'x', sizeof big);
     compat_files_write (root, "/workspace/big", big, sizeof big, false, &err);
     memset (&err, 0, sizeof err);
-    ok (compat_files_read (root, "/workspace/big", 4095, &buf, &len, &err) == -1
-            && err.status == 413 && buf == NULL,
+    ok (files_read_all (root, "/workspace/big", 4095, &buf, &len, &err) == -1 && err.status == 413
+            && buf == NULL,
         "a file over the bound is 413 and nothing is returned");
-    ok (compat_files_read (root, "/workspace/big", 4096, &buf, &len, &err) == 0 && len == 4096,
+    ok (files_read_all (root, "/workspace/big", 4096, &buf, &len, &err) == 0 && len == 4096,
         "a file exactly at the bound reads");
     free (buf);
     buf = NULL;
-    ok (compat_files_read (root, "/workspace/nope", 10, &buf, &len, &err) == -1
-            && err.status == 404,
+    ok (files_read_all (root, "/workspace/nope", 10, &buf, &len, &err) == -1 && err.status == 404,
         "a missing file is 404");
-    ok (compat_files_read (root, "/workspace/a", 10, &buf, &len, &err) == -1 && err.status == 422,
+    ok (files_read_all (root, "/workspace/a", 10, &buf, &len, &err) == -1 && err.status == 422,
         "a directory is 422");
     ok (compat_files_write (root, "/workspace/a", "x", 1, true, &err) == -1 && err.status == 422,
         "writing over a directory is 422");
