@@ -139,9 +139,14 @@ auth_tenant (const auth_t *self, const char *authorization)
 {
     if (self->open)
         return "default";
-    if (!authorization || strncasecmp (authorization, "Bearer ", 7) != 0)
+    /* "token" is the scheme Jupyter's gateway client sends. */
+    const char *token;
+    if (authorization && !strncasecmp (authorization, "Bearer ", 7))
+        token = authorization + 7;
+    else if (authorization && !strncasecmp (authorization, "token ", 6))
+        token = authorization + 6;
+    else
         return NULL;
-    const char *token = authorization + 7;
     while (*token == ' ')
         token++;
     size_t len = strlen (token);

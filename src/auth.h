@@ -19,7 +19,8 @@ void auth_destroy (auth_t **self_p);
 /* True when the broker runs without tokens (loopback-only mode). */
 int auth_is_open (const auth_t *self);
 
-/* The tenant for an `Authorization` header value ("Bearer TOKEN"), or NULL.
+/* The tenant for an `Authorization` header value ("Bearer TOKEN", or
+   "token TOKEN" as Jupyter's gateway client sends it), or NULL.
    The token is compared against every entry in constant time. The returned
    string lives as long as self. */
 const char *auth_tenant (const auth_t *self, const char *authorization);

@@ -69,6 +69,8 @@ config_defaults (config_t *cfg)
     cfg->proxy_timeout_seconds = 300;
     cfg->max_mounts_per_sandbox = 4;
     cfg->mount_timeout_ms = 15000;
+    cfg->gateway_idle_timeout_seconds = 3600;
+    cfg->gateway_cull_interval_seconds = 30;
 }
 
 typedef enum { K_STR, K_INT, K_NUM, K_LOG } kind_t;
@@ -133,6 +135,8 @@ static const key_t_ s_keys[] = {
     { I (proxy_timeout_seconds, 1, 86400) },
     { I (max_mounts_per_sandbox, 0, 64) },
     { I (mount_timeout_ms, 1000, 300000) },
+    { I (gateway_idle_timeout_seconds, 0, 31536000) },
+    { I (gateway_cull_interval_seconds, 1, 3600) },
     { S (mount_credentials) },
     { S (mount_endpoint_hosts) },
 };

@@ -39,17 +39,21 @@ typedef struct {
     int64_t max_upload_bytes;                 /* one raw PUT to /files */
     int64_t max_image_pixels, max_image_side; /* 0 = keep images as they are */
     /* backups (docs/operations.md, "Backups") */
-    int64_t backup_max_bytes;        /* one archive */
-    int64_t max_backups_per_tenant;  /* kept at once */
-    int64_t backup_retention_days;   /* deleted when older */
-    int64_t backup_timeout_seconds;  /* tar inside the sandbox */
-    int64_t backup_min_free_mb;      /* left free on the state dir's disk */
-    char compat_root[32];            /* a compat surface (docs/compat.md) also served at / */
-    char preview_domain[128];        /* preview URLs: {port}-{id}-{token}.<domain> */
-    int64_t max_ports_per_sandbox;   /* exposed ports */
-    int64_t proxy_timeout_seconds;   /* a proxied upstream's silence before 504 */
-    int64_t max_mounts_per_sandbox;  /* bucket mounts (docs/operations.md) */
-    int64_t mount_timeout_ms;        /* s3fs must answer within this */
+    int64_t backup_max_bytes;       /* one archive */
+    int64_t max_backups_per_tenant; /* kept at once */
+    int64_t backup_retention_days;  /* deleted when older */
+    int64_t backup_timeout_seconds; /* tar inside the sandbox */
+    int64_t backup_min_free_mb;     /* left free on the state dir's disk */
+    char compat_root[32];           /* a compat surface (docs/compat.md) also served at / */
+    char preview_domain[128];       /* preview URLs: {port}-{id}-{token}.<domain> */
+    int64_t max_ports_per_sandbox;  /* exposed ports */
+    int64_t proxy_timeout_seconds;  /* a proxied upstream's silence before 504 */
+    int64_t max_mounts_per_sandbox; /* bucket mounts (docs/operations.md) */
+    int64_t mount_timeout_ms;
+    int64_t
+        gateway_idle_timeout_seconds; /* gateway kernels unused this long are culled; 0 = never */
+    int64_t gateway_cull_interval_seconds;
+        /* how often idle kernels are looked for */ /* s3fs must answer within this */
     char mount_credentials[1024];    /* root-only file of per-tenant keys; "" = none */
     char mount_endpoint_hosts[1024]; /* allowed endpoint hosts; "" = any */
 } config_t;

@@ -33,6 +33,7 @@ struct ctx {
     json_t *env;
     int64_t created_at;
     kernel_t *kernel; /* NULL: dead or never started; started on next use */
+    uint64_t gen;     /* bumped each time kernel is set to a new kernel */
     bool restarted;
     bool busy;
     bool deleted;
@@ -679,6 +680,10 @@ s_ctx_new (contexts_t *self, sbox_t *b, const char *id, kernel_lang_t lang, cons
         err_set (err, 429, "quota_exceeded", "the sandbox already has %zu contexts", b->nctxs);
         return NULL;
     }
+    if (id && s_ctx_find (b, id)) {
+        err_set (err, 409, "conflict", "context %.64s already exists", id);
+        return NULL;
+    }
     ctx_t *c = calloc (1, sizeof *c);
     ctx_t **grown = realloc (b->ctxs, (b->nctxs + 1) * sizeof *grown);
     if (!c || !grown) {
@@ -775,6 +780,7 @@ s_recover (contexts_t *self, sbox_t *b)
                 c->created_at = json_integer_value (created);
             c->restarted = json_is_true (json_object_get (e, "restarted")) || !kernel;
             c->kernel = kernel;
+            c->gen++;
             kernel = NULL;
             c->refs--; /* the caller's */
             kept += c->kernel != NULL;
@@ -816,6 +822,7 @@ s_ensure_kernel (contexts_t *self, ctx_t *c, err_t *err, err_t *save_err)
         return err_set (err, 404, "not_found", "context %s was deleted", c->id);
     }
     c->kernel = k;
+    c->gen++;
     if (was_started)
         c->restarted = true;
     sbox_t *b = c->box;
@@ -833,6 +840,13 @@ static const char *const s_create_keys[] = { "language", "cwd", "env", NULL };
 int
 contexts_create (contexts_t *self, const char *tenant, const char *sid, json_t *body, json_t **out,
                  err_t *err)
+{
+    return contexts_create_as (self, tenant, sid, body, NULL, out, err);
+}
+
+int
+contexts_create_as (contexts_t *self, const char *tenant, const char *sid, json_t *body,
+                    const char *id, json_t **out, err_t *err)
 {
     const char *language = "python", *cwd = "/workspace";
     json_t *env = NULL;
@@ -855,7 +869,7 @@ contexts_create (contexts_t *self, const char *tenant, const char *sid, json_t *
     if (env)
         json_object_update (merged, env);
     pthread_mutex_lock (&self->lock);
-    ctx_t *c = s_ctx_new (self, b, NULL, lang, cwd, merged, err);
+    ctx_t *c = s_ctx_new (self, b, id, lang, cwd, merged, err);
     json_decref (merged);
     s_box_unref (self, b);
     if (c)
@@ -1111,4 +1125,54 @@ contexts_run_execute (code_run_t *run, kernel_sink_fn *sink, void *arg, err_t *e
     pthread_mutex_unlock (&self->lock);
     contexts_run_free (run);
     return out;
+}
+
+/* --- channels for gateway front ends ------------------------------------------------- */
+
+kernel_chan_t *
+contexts_channel_open (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id,
+                       uint64_t *gen, err_t *err)
+{
+    ctx_t *c = s_ctx_for (self, tenant, sid, ctx_id, err);
+    if (!c)
+        return NULL;
+    pthread_mutex_lock (&self->lock);
+    s_turn_take (self, c);
+    pthread_mutex_unlock (&self->lock);
+    kernel_chan_t *chan = NULL;
+    if (s_ensure_kernel (self, c, err, NULL) == 0) {
+        /* Holding the turn: the kernel cannot be replaced under us. */
+        pthread_mutex_lock (&self->lock);
+        kernel_t *k = c->kernel;
+        *gen = c->gen;
+        pthread_mutex_unlock (&self->lock);
+        chan = k ? kernel_chan_open (k, err) : NULL;
+        if (!k)
+            err_set (err, 503, "kernel_unavailable", "context %s has no kernel", ctx_id);
+    }
+    pthread_mutex_lock (&self->lock);
+    s_turn_give (c);
+    pthread_mutex_unlock (&self->lock);
+    s_ctx_release (self, c);
+    return chan;
+}
+
+int
+contexts_channel_check (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id,
+                        uint64_t gen)
+{
+    err_t err = { 0 };
+    ctx_t *c = s_ctx_for (self, tenant, sid, ctx_id, &err);
+    if (!c)
+        return err.status == 404 ? -1 : 0; /* 409 while the sandbox changes: ask again */
+    pthread_mutex_lock (&self->lock);
+    int rc = c->deleted ? -1 : c->gen != gen || !c->kernel ? 1 : 0;
+    kernel_t *k = rc == 0 && !c->busy ? c->kernel : NULL;
+    pthread_mutex_unlock (&self->lock);
+    /* A kernel that died between native runs is noticed here, not only on
+       the next run (our reference keeps it from being freed). */
+    if (k && !kernel_alive (k))
+        rc = 1;
+    s_ctx_release (self, c);
+    return rc;
 }

@@ -19,6 +19,10 @@ void contexts_destroy (contexts_t **self_p);
 
 int contexts_create (contexts_t *self, const char *tenant, const char *sid, json_t *body,
                      json_t **out, err_t *err);
+/* The same with the context id chosen by the caller (a 409 when the
+   sandbox has one of that id); NULL id = a generated one. */
+int contexts_create_as (contexts_t *self, const char *tenant, const char *sid, json_t *body,
+                        const char *id, json_t **out, err_t *err);
 int contexts_list (contexts_t *self, const char *tenant, const char *sid, json_t **out, err_t *err);
 int contexts_get (contexts_t *self, const char *tenant, const char *sid, const char *ctx_id,
                   json_t **out, err_t *err);
@@ -43,5 +47,17 @@ code_run_t *contexts_run_prepare (contexts_t *self, const char *tenant, const ch
    (caller owns). Streaming events go to sink as they happen. Frees run. */
 json_t *contexts_run_execute (code_run_t *run, kernel_sink_fn *sink, void *arg, err_t *err);
 void contexts_run_free (code_run_t *run);
+
+/* Gateway front ends: a kernel channel (kernel.h) to the context's kernel,
+   started first if it has none or it died (waiting for the context's turn
+   to do so). *gen identifies that kernel. Caller owns the channel. */
+kernel_chan_t *contexts_channel_open (contexts_t *self, const char *tenant, const char *sid,
+                                      const char *ctx_id, uint64_t *gen, err_t *err);
+
+/* Is the kernel of generation gen still the context's live kernel? 0 yes,
+   1 no (replaced, restarted or dead: reopen the channel), -1 the context
+   is gone. */
+int contexts_channel_check (contexts_t *self, const char *tenant, const char *sid,
+                            const char *ctx_id, uint64_t gen);
 
 #endif

@@ -22,12 +22,15 @@
 #include "contexts.h"
 #include "exec.h"
 #include "files.h"
+#include "gateway.h"
+#include "httpmsg.h"
 #include "git.h"
 #include "sessions.h"
 #include "jsonv.h"
 #include "ports.h"
 #include "proxy.h"
 #include "sse.h"
+#include "ws.h"
 
 #define VERSION_STRING   PACKAGE_VERSION
 #define SSE_KEEPALIVE_MS 15000
@@ -42,6 +45,7 @@ struct _http_api_t {
     ports_t *ports;
     proxy_t *proxy;
     mounts_t *mounts;
+    gateway_t *gateway;
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -980,10 +984,103 @@ s_compat (http_api_t *self, struct MHD_Connection *conn, const char *method, con
     return ret;
 }
 
+/* --- Jupyter gateway API (gateway.h) ----------------------------------------------------- */
+
+static void
+s_gateway_upgraded (void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
+                    size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)conn;
+    (void)con_cls;
+    gateway_ws_run (cls, sock, extra_in, extra_in_size);
+    MHD_upgrade_action (urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static enum MHD_Result
+s_gateway_ws (http_api_t *self, struct MHD_Connection *conn, const char *tenant, const char *kid)
+{
+    const char *upgrade = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Upgrade");
+    const char *connection = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Connection");
+    const char *version
+        = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+    const char *key = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    err_t err = { 0 };
+    gateway_ws_t *ws = gateway_ws_prepare (self->gateway, tenant, kid, &err);
+    if (!ws)
+        return s_send_error (conn, &err);
+    char accept[29];
+    if (!upgrade || !httpmsg_has_token (upgrade, "websocket") || !connection
+        || !httpmsg_has_token (connection, "upgrade")) {
+        gateway_ws_free (&ws);
+        return s_fail (conn, 400, "upgrade_required",
+                       "the channels endpoint is a websocket: send Upgrade: websocket");
+    }
+    if (!version || strcmp (version, "13")) {
+        gateway_ws_free (&ws);
+        struct MHD_Response *r = MHD_create_response_from_buffer (0, "", MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header (r, "Sec-WebSocket-Version", "13");
+        enum MHD_Result rc = MHD_queue_response (conn, 426, r);
+        MHD_destroy_response (r);
+        return rc;
+    }
+    if (ws_accept_key (key, accept) < 0) {
+        gateway_ws_free (&ws);
+        return s_fail (conn, 400, "invalid_header",
+                       "header 'Sec-WebSocket-Key': must be 16 bytes in base64");
+    }
+    struct MHD_Response *resp = MHD_create_response_for_upgrade (s_gateway_upgraded, ws);
+    if (!resp) {
+        gateway_ws_free (&ws);
+        return s_fail (conn, 500, "internal", "out of memory");
+    }
+    MHD_add_response_header (resp, "Upgrade", "websocket");
+    MHD_add_response_header (resp, "Sec-WebSocket-Accept", accept);
+    enum MHD_Result rc = MHD_queue_response (conn, 101, resp);
+    MHD_destroy_response (resp);
+    if (rc != MHD_YES)
+        gateway_ws_free (&ws); /* the relay will never run */
+    return rc;
+}
+
+static enum MHD_Result
+s_gateway (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *url,
+           request_t *req)
+{
+    const char *tenant = auth_tenant (
+        self->auth, MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Authorization"));
+    if (!tenant)
+        return s_fail (conn, 401, "unauthorized", "missing or invalid token");
+    if (req->too_large) {
+        char msg[96];
+        snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
+                  (long long)self->cfg->max_body_bytes);
+        return s_fail (conn, 413, "body_too_large", msg);
+    }
+    char kid[37];
+    if (!strcmp (method, "GET") && gateway_channels_url (url, kid)
+        && MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Upgrade"))
+        return s_gateway_ws (self, conn, tenant, kid);
+    json_t *out = NULL;
+    err_t err = { 0 };
+    int status
+        = gateway_handle (self->gateway, tenant, method, url, req->body, req->len, &out, &err);
+    if (status >= 400)
+        return s_send_error (conn, &err);
+    if (!out) {
+        struct MHD_Response *r = MHD_create_response_from_buffer (0, "", MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result rc = MHD_queue_response (conn, (unsigned)status, r);
+        MHD_destroy_response (r);
+        return rc;
+    }
+    return s_send_json (conn, (unsigned)status, out);
+}
+
 static enum MHD_Result
 s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *url,
          request_t *req)
 {
+    if (gateway_owns (url))
+        return s_gateway (self, conn, method, url, req);
     const char *rest = NULL;
     compat_handler_fn *surface = compat_lookup (self->cfg, url, &rest);
     if (surface)
@@ -1452,8 +1549,11 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
     self->ports = ports;
     self->mounts = mounts;
     self->proxy = proxy_new (cfg, auth, ports);
-    if (!self->proxy) {
-        err_set (err, 500, "internal", "out of memory");
+    self->gateway = self->proxy ? gateway_new (cfg, mgr, ctxs, err) : NULL;
+    if (!self->proxy || !self->gateway) {
+        if (!self->proxy)
+            err_set (err, 500, "internal", "out of memory");
+        proxy_destroy (&self->proxy);
         backups_destroy (&self->backups);
         free (self);
         return NULL;
@@ -1471,6 +1571,7 @@ http_api_start (const config_t *cfg, auth_t *auth, sandbox_mgr_t *mgr, contexts_
                                      MHD_OPTION_URI_LOG_CALLBACK, s_uri_log, self, MHD_OPTION_END);
     if (!self->daemon) {
         err_set (err, 500, "internal", "cannot listen on %s (address in use?)", cfg->listen);
+        gateway_destroy (&self->gateway);
         backups_destroy (&self->backups);
         proxy_destroy (&self->proxy);
         free (self);
@@ -1494,7 +1595,9 @@ http_api_destroy (http_api_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    gateway_shutdown ((*self_p)->gateway); /* open websockets end, or the stop would wait */
     MHD_stop_daemon ((*self_p)->daemon);
+    gateway_destroy (&(*self_p)->gateway);
     backups_destroy (&(*self_p)->backups);
     proxy_destroy (&(*self_p)->proxy);
     free (*self_p);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sodium.h>
 #include <zmq.h>
 
 #include "execution.h"
@@ -818,4 +819,150 @@ send:
     json_t *out = execution_to_json (exec);
     execution_destroy (&exec);
     return out;
+}
+
+/* --- channels for front ends that speak the protocol themselves --------- */
+
+#define CHAN_SEND_TIMEOUT_MS 2000
+
+struct _kernel_chan_t {
+    jupyter_session_t session; /* the kernel's key; headers come from the front end */
+    int fd[CH_COUNT];          /* our own duplicates of the socket inodes */
+    void *sock[CH_COUNT];      /* shell, iopub, stdin, control (no heartbeat) */
+};
+
+kernel_chan_t *
+kernel_chan_open (kernel_t *k, err_t *err)
+{
+    kernel_chan_t *c = calloc (1, sizeof *c);
+    if (!c) {
+        err_set (err, 500, "internal", "out of memory");
+        return NULL;
+    }
+    c->session = k->session;
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        c->fd[ch] = -1;
+    /* One routing id for shell and stdin: ipykernel sends input_request
+       to the identity that sent the execute_request. */
+    unsigned char rid[16];
+    randombytes_buf (rid, sizeof rid);
+    rid[0] |= 1; /* a routing id must not start with a zero byte */
+    static const int types[CH_COUNT] = { ZMQ_DEALER, ZMQ_SUB, ZMQ_DEALER, ZMQ_DEALER, 0 };
+    for (int ch = 0; ch < CH_HB; ch++) {
+        if (k->sock_fd[ch] < 0) {
+            err_set (err, 503, "kernel_unavailable", "the kernel's sockets are not open");
+            goto fail;
+        }
+        c->fd[ch] = fcntl (k->sock_fd[ch], F_DUPFD_CLOEXEC, 3);
+        void *s = c->fd[ch] >= 0 ? zmq_socket (s_zctx, types[ch]) : NULL;
+        if (!s) {
+            err_set (err, 500, "internal", "opening a kernel channel: %s", strerror (errno));
+            goto fail;
+        }
+        c->sock[ch] = s;
+        int zero = 0, sndtimeo = CHAN_SEND_TIMEOUT_MS;
+        int64_t maxmsg = JUPYTER_MAX_FRAME;
+        zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt (s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+        zmq_setsockopt (s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+        if (ch == CH_IOPUB)
+            zmq_setsockopt (s, ZMQ_SUBSCRIBE, "", 0);
+        if (ch == CH_SHELL || ch == CH_STDIN)
+            zmq_setsockopt (s, ZMQ_ROUTING_ID, rid, sizeof rid);
+        char ep[64];
+        snprintf (ep, sizeof ep, "ipc:///proc/self/fd/%d", c->fd[ch]);
+        if (zmq_connect (s, ep) < 0) {
+            err_set (err, 500, "internal", "connecting %s socket: %s", s_channel_names[ch],
+                     zmq_strerror (errno));
+            goto fail;
+        }
+    }
+    return c;
+fail:
+    kernel_chan_close (&c);
+    return NULL;
+}
+
+void
+kernel_chan_close (kernel_chan_t **self_p)
+{
+    kernel_chan_t *c = *self_p;
+    if (!c)
+        return;
+    *self_p = NULL;
+    for (int ch = 0; ch < CH_COUNT; ch++) {
+        if (c->sock[ch])
+            zmq_close (c->sock[ch]);
+        if (c->fd[ch] >= 0)
+            close (c->fd[ch]);
+    }
+    free (c);
+}
+
+int
+kernel_chan_index (const char *channel)
+{
+    for (int ch = 0; ch < CH_HB; ch++)
+        if (!strcmp (channel, s_channel_names[ch]))
+            return ch;
+    return -1;
+}
+
+const char *
+kernel_chan_name (int index)
+{
+    return index >= 0 && index < CH_COUNT ? s_channel_names[index] : "";
+}
+
+int
+kernel_chan_send (kernel_chan_t *c, const char *channel, const jupyter_msg_t *msg, err_t *err)
+{
+    int ch = kernel_chan_index (channel);
+    if (ch < 0 || ch == CH_IOPUB)
+        return err_set (err, 400, "invalid_field", "a front end cannot send on channel '%.32s'",
+                        channel);
+    return jupyter_msg_send (&c->session, c->sock[ch], msg, err);
+}
+
+int
+kernel_chan_poll (kernel_chan_t *c, int fd, int timeout_ms)
+{
+    zmq_pollitem_t items[CH_HB + 1];
+    int n = 0;
+    if (c)
+        for (int ch = 0; ch < CH_HB; ch++)
+            items[n++] = (zmq_pollitem_t){ c->sock[ch], 0, ZMQ_POLLIN, 0 };
+    if (fd >= 0)
+        items[n++] = (zmq_pollitem_t){ NULL, fd, ZMQ_POLLIN, 0 };
+    if (zmq_poll (items, n, timeout_ms) <= 0)
+        return 0;
+    int mask = 0;
+    for (int i = 0; i < n; i++)
+        if (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR))
+            mask |= items[i].socket ? 2 : 1;
+    return mask;
+}
+
+jupyter_msg_t *
+kernel_chan_recv (kernel_chan_t *c, const char **channel, err_t *err)
+{
+    for (int ch = 0; ch < CH_HB; ch++) {
+        for (;;) {
+            err_t rerr = { 0 };
+            jupyter_msg_t *m = jupyter_msg_recv (&c->session, c->sock[ch], ZMQ_DONTWAIT, &rerr);
+            if (m) {
+                *channel = s_channel_names[ch];
+                return m;
+            }
+            if (rerr.status == 0)
+                break; /* nothing more on this socket */
+            if (rerr.status != 502) {
+                *err = rerr;
+                return NULL;
+            }
+            /* a forged or oversized message was dropped: try the next one */
+        }
+    }
+    err->status = 0;
+    return NULL;
 }

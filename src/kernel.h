@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "agent_link.h"
+#include "jupyter.h"
 #include "mime.h"
 #include "util.h"
 
@@ -96,5 +97,37 @@ int kernel_interrupt (kernel_t *self, err_t *err);
 /* SIGKILL the kernel's process group; a run in progress on another thread
    then ends with KernelDied. Safe from any thread. */
 void kernel_kill (kernel_t *self);
+
+/* --- channels for a front end that speaks the protocol itself ---------------
+
+   A gateway websocket relays a Jupyter front end's own messages: it gets an
+   independent set of connections to the kernel (shell, iopub, stdin,
+   control; shell and stdin share one routing id so that input_request
+   reaches it), so native runs on the same kernel are not disturbed and the
+   front end sees their iopub output as any second Jupyter client would.
+   Messages are signed with the kernel's key but keep the front end's
+   headers. A channel outlives its kernel harmlessly (it just goes quiet);
+   the caller reopens one on the replacement. Used by one thread. */
+typedef struct _kernel_chan_t kernel_chan_t;
+
+kernel_chan_t *kernel_chan_open (kernel_t *k, err_t *err);
+void kernel_chan_close (kernel_chan_t **self_p);
+
+/* "shell", "iopub", "stdin", "control" -> 0..3, else -1; and back. */
+int kernel_chan_index (const char *channel);
+const char *kernel_chan_name (int index);
+
+/* Sign and send msg on channel (shell, stdin or control; 400 otherwise,
+   503 when the kernel does not take it within 2 s). */
+int kernel_chan_send (kernel_chan_t *c, const char *channel, const jupyter_msg_t *msg, err_t *err);
+
+/* Wait up to timeout_ms for a message on c (may be NULL) or for fd (may be
+   -1) to be readable. Returns a mask: 1 fd readable, 2 a kernel message. */
+int kernel_chan_poll (kernel_chan_t *c, int fd, int timeout_ms);
+
+/* The next verified message from any channel, without waiting: its
+   channel name in *channel. NULL with err->status 0 when none is ready
+   (forged and oversized messages are dropped on the way). Caller owns. */
+jupyter_msg_t *kernel_chan_recv (kernel_chan_t *c, const char **channel, err_t *err);
 
 #endif
