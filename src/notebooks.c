@@ -821,6 +821,8 @@ notebooks_run (notebooks_job_t *job, notebooks_sink_fn *sink, void *arg, err_t *
             sink, arg, "cell_start",
             json_pack ("{s:I, s:I}", "index", (json_int_t)i, "code_index", (json_int_t)j));
         j++;
+        if (gone)
+            break;
         char *src = notebooks_source (cell);
         if (!src) {
             err_set (err, 500, "internal", "out of memory");
@@ -829,17 +831,16 @@ notebooks_run (notebooks_job_t *job, notebooks_sink_fn *sink, void *arg, err_t *
         }
         if (s_blank (src)) {
             free (src);
-            gone = gone
-                   || s_emit (sink, arg, "cell_done",
-                              json_pack ("{s:I, s:n, s:s, s:I}", "index", (json_int_t)i,
-                                         "execution_count", "status", "skipped", "duration_ms",
-                                         (json_int_t)(util_mono_ms () - c0)));
+            gone = s_emit (sink, arg, "cell_done",
+                           json_pack ("{s:I, s:n, s:s, s:I}", "index", (json_int_t)i,
+                                      "execution_count", "status", "skipped", "duration_ms",
+                                      (json_int_t)(util_mono_ms () - c0)));
             continue;
         }
         json_t *body = json_pack ("{s:s, s:s, s:I}", "code", src, "context_id", job->ctx_id,
                                   "timeout_ms", (json_int_t)job->req.timeout_ms);
         free (src);
-        s_run_t st = { notebooks_cell_new (limit - used), sink, arg, i, gone };
+        s_run_t st = { notebooks_cell_new (limit - used), sink, arg, i, false };
         code_run_t *run = body && st.cell
                               ? contexts_run_prepare (job->ctxs, job->tenant, job->sid, body, err)
                               : NULL;
