@@ -29,6 +29,7 @@
 #define GW_SEND_TIMEOUT   30000 /* a front end that takes no data this long is dropped */
 #define GW_EXTEND_EVERY   60000 /* own sandboxes' expiry pushed on at most this often */
 #define GW_MAX_RELAY_MSGS 64    /* kernel messages relayed per wake-up before reading again */
+#define GW_HANDSHAKE_MS   5000  /* a new channel must answer kernel_info within this */
 
 typedef struct gk {
     char id[37];
@@ -781,6 +782,18 @@ s_connections (gateway_t *self, const char *tenant, const char *id, int delta)
     pthread_mutex_unlock (&self->lock);
 }
 
+/* A channel to the kernel, live once returned (or NULL with *err). */
+static kernel_chan_t *
+s_open_chan (gateway_ws_t *ws, uint64_t *gen, err_t *err)
+{
+    kernel_chan_t *chan
+        = contexts_channel_open (ws->gw->ctxs, ws->tenant, ws->sid, ws->id, gen, err);
+    if (chan && kernel_chan_handshake (chan, GW_HANDSHAKE_MS) < 0)
+        log_warn ("gateway kernel %s: no kernel_info answer within %d ms; relaying anyway", ws->id,
+                  GW_HANDSHAKE_MS);
+    return chan;
+}
+
 static unsigned
 s_restarts (gateway_t *self, const char *tenant, const char *id)
 {
@@ -971,8 +984,7 @@ gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
 
     uint64_t gen = 0;
     err_t err = { 0 };
-    kernel_chan_t *chan
-        = contexts_channel_open (self->ctxs, ws->tenant, ws->sid, ws->id, &gen, &err);
+    kernel_chan_t *chan = s_open_chan (ws, &gen, &err);
     int close_code = 1000;
     const char *why = "kernel closed";
     if (!chan) {
@@ -1006,8 +1018,7 @@ gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
                 if (s_restarts (self, ws->tenant, ws->id) != restarts) {
                     restarts = s_restarts (self, ws->tenant, ws->id);
                     kernel_chan_close (&chan);
-                    chan = contexts_channel_open (self->ctxs, ws->tenant, ws->sid, ws->id, &gen,
-                                                  &err);
+                    chan = s_open_chan (ws, &gen, &err);
                     if (!chan) {
                         close_code = 1011;
                         why = "kernel unavailable";
@@ -1055,7 +1066,7 @@ gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
             else if (st > 0) {
                 /* Restarted, or died and is started again: follow it. */
                 kernel_chan_close (&chan);
-                chan = contexts_channel_open (self->ctxs, ws->tenant, ws->sid, ws->id, &gen, &err);
+                chan = s_open_chan (ws, &gen, &err);
                 if (!chan) {
                     close_code = 1011;
                     why = "kernel unavailable";

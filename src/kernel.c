@@ -966,3 +966,50 @@ kernel_chan_recv (kernel_chan_t *c, const char **channel, err_t *err)
     err->status = 0;
     return NULL;
 }
+
+int
+kernel_chan_handshake (kernel_chan_t *c, int timeout_ms)
+{
+    int64_t deadline = util_mono_ms () + timeout_ms, next_send = 0;
+    bool replied = false, live = false;
+    char sent[8][64];
+    int nsent = 0;
+    while (!(replied && live)) {
+        int64_t now = util_mono_ms ();
+        if (now >= deadline)
+            return -1;
+        if (now >= next_send) {
+            err_t err = { 0 };
+            jupyter_msg_t *m = jupyter_msg_new (&c->session, "kernel_info_request", NULL);
+            if (m && jupyter_msg_send (&c->session, c->sock[CH_SHELL], m, &err) == 0)
+                snprintf (sent[nsent++ % 8], sizeof sent[0], "%s", jupyter_msg_id (m));
+            jupyter_msg_destroy (&m);
+            next_send = now + 500;
+        }
+        zmq_pollitem_t items[2]
+            = { { c->sock[CH_SHELL], 0, ZMQ_POLLIN, 0 }, { c->sock[CH_IOPUB], 0, ZMQ_POLLIN, 0 } };
+        zmq_poll (items, 2, 50);
+        for (int i = 0; i < 2; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            for (;;) {
+                err_t rerr = { 0 };
+                jupyter_msg_t *m
+                    = jupyter_msg_recv (&c->session, items[i].socket, ZMQ_DONTWAIT, &rerr);
+                if (!m) {
+                    if (rerr.status == 0)
+                        break;
+                    continue;
+                }
+                if (i == 1)
+                    live = true;
+                else if (!strcmp (jupyter_msg_type (m), "kernel_info_reply"))
+                    for (int k = 0; k < 8 && k < nsent; k++)
+                        if (!strcmp (sent[k], jupyter_parent_id (m)))
+                            replied = true;
+                jupyter_msg_destroy (&m);
+            }
+        }
+    }
+    return 0;
+}

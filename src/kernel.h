@@ -113,6 +113,12 @@ typedef struct _kernel_chan_t kernel_chan_t;
 kernel_chan_t *kernel_chan_open (kernel_t *k, err_t *err);
 void kernel_chan_close (kernel_chan_t **self_p);
 
+/* Make sure the channel is live before relaying: kernel_info on shell
+   until it is answered and iopub has delivered a message (a SUB socket
+   misses what is published before its subscription arrives). What arrives
+   meanwhile is dropped. 0, or -1 when timeout_ms passed first. */
+int kernel_chan_handshake (kernel_chan_t *c, int timeout_ms);
+
 /* "shell", "iopub", "stdin", "control" -> 0..3, else -1; and back. */
 int kernel_chan_index (const char *channel);
 const char *kernel_chan_name (int index);

@@ -359,6 +359,9 @@ def test_channels(t, b):
     t.ok(reply.get("status") == "error" and e and e[0]["content"]["ename"] == "ZeroDivisionError"
          and e[0]["content"]["traceback"], "an error: error on iopub with a traceback", reply)
 
+    # ipykernel aborts execute requests that reach it right after a failed
+    # cell (until its queue is flushed); any Jupyter client sees that too.
+    time.sleep(0.5)
     reply, iopub, stdin_msgs = execute(ws, "name = input('who? ')\nprint('hello', name)",
                                        stdin=True, answer="ada")
     t.ok(stdin_msgs and stdin_msgs[0]["msg_type"] == "input_request"
