@@ -74,7 +74,8 @@ typedef struct {
     int code_cells, done_cells, errors;
     int64_t t0_ms, last_draw_ms, last_extend_ms;
     bool bar_drawn;
-    char cell_error[512]; /* "ename: evalue" of the current cell's last error */
+    char cell_error[512];  /* "ename: evalue" of the current cell's last error */
+    char first_error[512]; /* that of the first cell that failed */
 } run_t;
 
 static int64_t
@@ -399,9 +400,9 @@ s_on_cell_done (run_t *r, json_t *ev)
             fprintf (stderr, "cell %d/%d (index %lld) %s %.2f s\n", r->done_cells, r->code_cells,
                      (long long)index, status ? status : "?", secs);
     }
-    else if (failed) {
-        s_msg ("cell index %lld failed: %s", (long long)index, r->cell_error);
-    }
+    if (failed && !r->first_error[0])
+        snprintf (r->first_error, sizeof r->first_error, "%s",
+                  r->cell_error[0] ? r->cell_error : "error");
     r->cell_error[0] = '\0';
     s_draw_bar (r);
 }
@@ -591,7 +592,8 @@ s_run_notebook (run_t *r, json_t *notebook, const char *out_path)
                                : "");
                 }
                 if (json_is_integer (failed))
-                    s_msg ("cell index %lld failed", (long long)json_integer_value (failed));
+                    s_msg ("cell index %lld failed: %s", (long long)json_integer_value (failed),
+                           r->first_error[0] ? r->first_error : "error");
             }
             finished = true;
             json_decref (ev);
