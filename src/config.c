@@ -35,6 +35,7 @@ config_defaults (config_t *cfg)
     cfg->default_keepalive_seconds = 600;
     cfg->max_keepalive_seconds = 86400;
     cfg->max_body_bytes = 1 << 20;
+    cfg->max_notebook_bytes = 16 << 20;
     cfg->max_output_bytes = 1 << 20;
     cfg->exec_default_timeout_ms = 60000;
     cfg->exec_max_timeout_ms = 3600000;
@@ -99,6 +100,7 @@ static const key_t_ s_keys[] = {
     { I (default_keepalive_seconds, 1, 31536000) },
     { I (max_keepalive_seconds, 1, 31536000) },
     { I (max_body_bytes, 1024, 1073741824) },
+    { I (max_notebook_bytes, 1024, 1073741824) },
     { I (max_output_bytes, 1024, 67108864) },
     { I (exec_default_timeout_ms, 1, 86400000) },
     { I (exec_max_timeout_ms, 1, 86400000) },

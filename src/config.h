@@ -22,6 +22,7 @@ typedef struct {
     int64_t default_keepalive_seconds;
     int64_t max_keepalive_seconds;
     int64_t max_body_bytes;
+    int64_t max_notebook_bytes; /* POST .../notebooks:run bodies */
     int64_t max_output_bytes;
     int64_t exec_default_timeout_ms;
     int64_t exec_max_timeout_ms;

@@ -304,6 +304,29 @@ execution_result_from_bundle (json_t *data, bool is_main, const char *display_id
     return s_result_new (data, is_main, display_id, SIZE_MAX, &bytes, NULL);
 }
 
+json_t *
+execution_result_to_bundle (json_t *result)
+{
+    if (!json_is_object (result))
+        return NULL;
+    json_t *bundle = json_object ();
+    if (!bundle)
+        return NULL;
+    for (size_t i = 0; i < S_NMIMES; i++) {
+        json_t *v = json_object_get (result, s_mimes[i].field);
+        if (v)
+            json_object_set (bundle, s_mimes[i].mime, v);
+    }
+    const char *mime;
+    json_t *v;
+    json_object_foreach (json_object_get (result, "extra"), mime, v)
+    {
+        if (!json_object_get (bundle, mime))
+            json_object_set (bundle, mime, v);
+    }
+    return bundle;
+}
+
 /* ---- the execution ----------------------------------------------------- */
 
 execution_t *

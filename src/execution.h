@@ -74,4 +74,11 @@ json_t *execution_to_json (const execution_t *self);
    (string or null). Caller owns. */
 json_t *execution_result_from_bundle (json_t *data, bool is_main, const char *display_id);
 
+/* The other way: the MIME bundle {mime: value} a result object stands for,
+   its fields mapped back to their MIME types (text→text/plain, ...,
+   chart→application/vnd.sandboxd.chart+json) and "extra" spread out.
+   Fields that are not MIME data (formats, metadata, errors, ...) are left
+   out. Caller owns; NULL when result is not an object. */
+json_t *execution_result_to_bundle (json_t *result);
+
 #endif

@@ -25,6 +25,7 @@
 #include "git.h"
 #include "sessions.h"
 #include "jsonv.h"
+#include "notebooks.h"
 #include "ports.h"
 #include "proxy.h"
 #include "sse.h"
@@ -52,8 +53,9 @@ typedef struct {
     int too_large;
     int responded;
     int64_t started_us;
-    int seen;        /* the access handler has had its first call */
-    int nul_in_path; /* the raw URI's path has a %00 */
+    int seen;           /* the access handler has had its first call */
+    int nul_in_path;    /* the raw URI's path has a %00 */
+    int64_t body_limit; /* s_body_limit of the URL */
     /* a raw PUT to /files/… streams straight into this writer */
     files_writer_t *writer;
     files_root_t *root;
@@ -344,7 +346,8 @@ typedef struct {
     int refs;
     int fd;
     int64_t keepalive_at;
-    code_run_t *run;
+    code_run_t *run;         /* a runCode stream, or */
+    notebooks_job_t *nb_job; /* a notebook run's */
 } code_stream_t;
 
 static void
@@ -422,6 +425,40 @@ s_cs_thread (void *arg)
     return NULL;
 }
 
+/* A notebook run's progress, pushed as SSE events (data stolen). */
+static int
+s_nb_sink (void *arg, const char *event, json_t *data)
+{
+    code_stream_t *cs = arg;
+    pthread_mutex_lock (&cs->lock);
+    int gone = cs->client_gone;
+    if (!gone && event && json_is_object (data))
+        s_cs_push_locked (cs, event, data);
+    else
+        json_decref (data);
+    pthread_mutex_unlock (&cs->lock);
+    return gone;
+}
+
+static void *
+s_nb_thread (void *arg)
+{
+    code_stream_t *cs = arg;
+    err_t err = { 0 };
+    json_t *out = notebooks_run (cs->nb_job, s_nb_sink, cs, &err);
+    pthread_mutex_lock (&cs->lock);
+    if (out)
+        s_cs_push_locked (cs, "done", out);
+    else if (!cs->client_gone)
+        s_cs_push_locked (cs, "error",
+                          json_pack ("{s:s, s:s}", "code", err.code, "message", err.message));
+    cs->finished = true;
+    pthread_cond_signal (&cs->cond);
+    pthread_mutex_unlock (&cs->lock);
+    s_cs_unref (cs);
+    return NULL;
+}
+
 static ssize_t
 s_cs_read (void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -472,17 +509,20 @@ s_cs_free (void *cls)
     s_cs_unref (cs);
 }
 
+/* Stream a runCode run, or (run NULL) a notebook job; either is freed. */
 static enum MHD_Result
-s_code_stream (struct MHD_Connection *conn, code_run_t *run)
+s_code_stream (struct MHD_Connection *conn, code_run_t *run, notebooks_job_t *nb_job)
 {
     code_stream_t *cs = calloc (1, sizeof *cs);
     if (!cs) {
         contexts_run_free (run);
+        notebooks_job_free (nb_job);
         return s_fail (conn, 500, "internal", "out of memory");
     }
     pthread_mutex_init (&cs->lock, NULL);
     pthread_cond_init (&cs->cond, NULL);
     cs->run = run;
+    cs->nb_job = nb_job;
     cs->refs = 2;
     cs->keepalive_at = util_mono_ms () + SSE_KEEPALIVE_MS;
     const union MHD_ConnectionInfo *ci
@@ -492,10 +532,11 @@ s_code_stream (struct MHD_Connection *conn, code_run_t *run)
     pthread_attr_t attr;
     pthread_attr_init (&attr);
     pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-    int started = pthread_create (&t, &attr, s_cs_thread, cs) == 0;
+    int started = pthread_create (&t, &attr, run ? s_cs_thread : s_nb_thread, cs) == 0;
     pthread_attr_destroy (&attr);
     if (!started) {
         contexts_run_free (run);
+        notebooks_job_free (nb_job);
         free (cs);
         return s_fail (conn, 500, "internal", "cannot start the run");
     }
@@ -896,6 +937,7 @@ typedef enum {
     R_PORTS,
     R_PORT,
     R_MOUNTS,
+    R_NOTEBOOK_RUN,
 } route_t;
 
 /* Routes under /v1/sandboxes: segment count, the 4th and the last
@@ -910,6 +952,7 @@ static const struct {
     { 3, NULL, NULL, R_SANDBOX, "GET, PATCH, DELETE" },
     { 4, "exec", NULL, R_EXEC, "POST" },
     { 4, "code", NULL, R_CODE, "POST" },
+    { 4, "notebooks:run", NULL, R_NOTEBOOK_RUN, "POST" },
     { 4, "contexts", NULL, R_CONTEXTS, "GET, POST" },
     { 5, "contexts", NULL, R_CONTEXT, "GET, DELETE" },
     { 6, "contexts", "interrupt", R_CTX_INTERRUPT, "POST" },
@@ -980,6 +1023,45 @@ s_compat (http_api_t *self, struct MHD_Connection *conn, const char *method, con
     return ret;
 }
 
+/* The largest request body url may carry: notebooks are allowed more
+   (max_notebook_bytes) than every other JSON body. */
+static int64_t
+s_body_limit (http_api_t *self, const char *url)
+{
+    char seg[6][128];
+    int n = s_split (url, seg, 6);
+    if (n == 4 && !strcmp (seg[0], "v1") && !strcmp (seg[1], "sandboxes")
+        && !strcmp (seg[3], "notebooks:run"))
+        return self->cfg->max_notebook_bytes;
+    return self->cfg->max_body_bytes;
+}
+
+/* POST .../notebooks:run: validate, resolve the context, then run the
+   notebook here or (Accept: text/event-stream) on a thread that streams
+   its progress. body is stolen. */
+static enum MHD_Result
+s_notebook_run (http_api_t *self, struct MHD_Connection *conn, const char *tenant, const char *id,
+                json_t *body)
+{
+    err_t err = { 0 };
+    notebooks_query_t q = { s_query (conn, "language"), s_query (conn, "stop_on_error"),
+                            s_query (conn, "timeout_ms"), s_query (conn, "context_id") };
+    notebooks_request_t req;
+    int rc = notebooks_request_parse (body, &q, (size_t)self->cfg->max_body_bytes,
+                                      self->cfg->exec_max_timeout_ms, &req, &err);
+    json_decref (body);
+    if (rc < 0)
+        return s_send_error (conn, &err);
+    notebooks_job_t *job = notebooks_prepare (self->ctxs, self->cfg, tenant, id, &req, &err);
+    notebooks_request_clear (&req);
+    if (!job)
+        return s_send_error (conn, &err);
+    if (s_wants_sse (conn))
+        return s_code_stream (conn, NULL, job);
+    json_t *out = notebooks_run (job, NULL, NULL, &err);
+    return out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
+}
+
 static enum MHD_Result
 s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, const char *url,
          request_t *req)
@@ -1014,7 +1096,7 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
     if (req->too_large) {
         char msg[96];
         snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
-                  (long long)self->cfg->max_body_bytes);
+                  (long long)req->body_limit);
         return s_fail (conn, 413, "body_too_large", msg);
     }
 
@@ -1092,10 +1174,12 @@ s_route (http_api_t *self, struct MHD_Connection *conn, const char *method, cons
         code_run_t *run = contexts_run_prepare (self->ctxs, tenant, id, body, &err);
         json_decref (body);
         if (run && s_wants_sse (conn))
-            return s_code_stream (conn, run);
+            return s_code_stream (conn, run, NULL);
         out = run ? contexts_run_execute (run, NULL, NULL, &err) : NULL;
         return out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
     }
+    case R_NOTEBOOK_RUN:
+        return s_notebook_run (self, conn, tenant, id, body);
     case R_CONTEXTS:
         if (is_get)
             ok = contexts_list (self->ctxs, tenant, id, &out, &err) == 0;
@@ -1261,6 +1345,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
         return MHD_NO; /* made by s_uri_log; only out of memory leaves it NULL */
     if (!req->seen) {
         req->seen = 1;
+        req->body_limit = s_body_limit (self, url);
         /* A port proxied into a sandbox: its body streams, never buffered. */
         enum MHD_Result rc = MHD_YES;
         if (proxy_begin (self->proxy, conn, method, req->raw_uri, &req->proxy, &rc)) {
@@ -1279,7 +1364,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
             return MHD_YES;
         /* Refuse a declared oversized body before reading any of it. */
         const char *cl = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoll (cl, NULL, 10) > self->cfg->max_body_bytes) {
+        if (cl && strtoll (cl, NULL, 10) > req->body_limit) {
             req->responded = 1;
             const char *rest = NULL;
             compat_handler_fn *surface = compat_lookup (self->cfg, url, &rest);
@@ -1289,7 +1374,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
             }
             char msg[96];
             snprintf (msg, sizeof msg, "request body is larger than %lld bytes",
-                      (long long)self->cfg->max_body_bytes);
+                      (long long)req->body_limit);
             return s_fail (conn, 413, "body_too_large", msg);
         }
         return MHD_YES;
@@ -1316,7 +1401,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
             req->uploaded += (int64_t)n;
             return MHD_YES;
         }
-        if (req->len + n > (size_t)self->cfg->max_body_bytes) {
+        if (req->len + n > (size_t)req->body_limit) {
             req->too_large = 1;
             free (req->body);
             req->body = NULL;
