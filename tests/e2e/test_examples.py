@@ -24,7 +24,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
-import nbformat  # noqa: E402
+try:
+    import nbformat  # noqa: E402  (Debian python3-nbformat)
+except ImportError:
+    # $(PYTHON) may be an interpreter without it; Debian's python3 has it.
+    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
 
 RUNNER = os.environ.get("SANDBOXD_RUN_BIN", "src/run/sandboxd-run")
 EXAMPLES = os.path.join(harness.SRCDIR, "examples", "notebooks")
