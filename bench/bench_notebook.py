@@ -15,8 +15,9 @@ run it too.
 Each round times, as wall-clock time of the whole command, in alternating
 order:
 
-  (a) sandboxd: `sandboxd-run --quiet nb.ipynb -o out.ipynb` against a broker
-      of our own with its warm pools on: the runner's start, POST
+  (a) sandboxd: `sandboxd-run nb.ipynb -o out.ipynb` against a broker of
+      our own with its warm pools on, as by default (warm_sandboxes = 1,
+      warm_kernels_python = 1): the runner's start, POST
       /v1/sandboxes (a new sandbox, from the warm sandbox pool), the
       notebook run over SSE (a fresh Python context from the warm kernel
       pool, every cell executed, the context deleted), writing out.ipynb,
@@ -135,7 +136,8 @@ def main():
         json.dump(make_notebook(args.cells), f, indent=1)
 
     tap = benchlib.StderrTap()
-    broker = benchlib.start_broker("bench_notebook", tap)
+    # The broker's defaults (the test harness turns the sandbox pool off).
+    broker = benchlib.start_broker("bench_notebook", tap, "bench broker (warm pools)", {"warm_sandboxes": 1})
     svc, host, svc_inner = [], [], []
     try:
         env = dict(os.environ, SANDBOXD_URL=broker.url, SANDBOXD_TOKEN=broker.tokens["alice"])
