@@ -106,6 +106,30 @@ def streams(path):
     return out
 
 
+def timed_runner(cmd, env):
+    """Run sandboxd-run; (seconds, returncode, stderr, phases): phases are the
+    moments (seconds from the start) its progress lines arrived: the sandbox
+    created, the first and last cell done, the notebook written, exit."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    lines, marks = [], {}
+    for line in p.stderr:
+        t = time.perf_counter() - t0
+        lines.append(line)
+        if "created sandbox" in line:
+            marks["created"] = t
+        elif line.startswith("cell "):
+            marks.setdefault("first_cell", t)
+            marks["last_cell"] = t
+        elif "wrote " in line:
+            marks["written"] = t
+    rc = p.wait()
+    dt = time.perf_counter() - t0
+    marks["exit"] = dt
+    return dt, rc, "".join(lines), marks
+
+
 def timed(cmd, env=None):
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -138,7 +162,7 @@ def main():
     tap = benchlib.StderrTap()
     # The broker's defaults (the test harness turns the sandbox pool off).
     broker = benchlib.start_broker("bench_notebook", tap, "bench broker (warm pools)", {"warm_sandboxes": 1})
-    svc, host, svc_inner = [], [], []
+    svc, host, svc_inner, phases = [], [], [], []
     try:
         env = dict(os.environ, SANDBOXD_URL=broker.url, SANDBOXD_TOKEN=broker.tokens["alice"])
         # One untimed run each: the page cache, the image's files, the
@@ -158,13 +182,13 @@ def main():
             order = ["svc", "host"] if rnd % 2 == 0 else ["host", "svc"]
             for which in order:
                 if which == "svc":
-                    dt, p = timed([runner, nb_path, "-o", svc_out], env)
-                    if p.returncode != 0:
-                        sys.exit("bench_notebook: sandboxd-run failed (exit %d): %s"
-                                 % (p.returncode, p.stderr[-2000:]))
+                    dt, rc, err, marks = timed_runner([runner, nb_path, "-o", svc_out], env)
+                    if rc != 0:
+                        sys.exit("bench_notebook: sandboxd-run failed (exit %d): %s" % (rc, err[-2000:]))
                     svc.append(dt)
+                    phases.append(marks)
                     # "wrote X: 50 of 50 code cells run, 0 errors, 0.31 s"
-                    for line in p.stderr.splitlines():
+                    for line in err.splitlines():
                         if "wrote " in line and line.endswith(" s"):
                             svc_inner.append(float(line.rsplit(" ", 2)[-2]))
                 else:
@@ -187,6 +211,16 @@ def main():
     med_svc = statistics.median(svc)
     med_host = statistics.median(host)
     ratio = med_svc / med_host
+    # Where (a)'s time goes, from the moments the runner's lines arrived.
+    steps = [("runner start + POST /v1/sandboxes", None, "created"),
+             ("to the first cell done (request, context)", "created", "first_cell"),
+             ("the cells (first to last cell done)", "first_cell", "last_cell"),
+             ("to the notebook written (done event)", "last_cell", "written"),
+             ("DELETE the sandbox, exit", "written", "exit")]
+    breakdown = []
+    for name, a, b in steps:
+        vals = [m[b] - (m[a] if a else 0.0) for m in phases if b in m and (a is None or a in m)]
+        breakdown.append((name, statistics.median(vals) if vals else float("nan")))
     res = {
         "cells": args.cells,
         "rounds": args.rounds,
@@ -198,6 +232,7 @@ def main():
         "median_nbconvert_s": med_host,
         "ratio": ratio,
         "target_ratio": TARGET_RATIO,
+        "breakdown_median_s": dict(breakdown),
         "teardown_failures": tap.failed,
     }
     if args.json:
@@ -210,6 +245,9 @@ def main():
             print("%-44s %8.3f %8.3f %8.3f" % ("    of which the run (summary.duration_ms)", statistics.median(svc_inner),
                                                 min(svc_inner), max(svc_inner)))
         print("%-44s %8.3f %8.3f %8.3f" % ("(b) jupyter nbconvert --execute (host)", med_host, min(host), max(host)))
+        print("(a) step by step (medians):")
+        for name, v in breakdown:
+            print("    %-44s %8.3f" % (name, v))
         print("ratio (a)/(b): %.3f  (target <= %.2f: %s)" % (ratio, TARGET_RATIO,
                                                             "met" if ratio <= TARGET_RATIO else "MISSED"))
     if tap.failed:
