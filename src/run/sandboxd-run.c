@@ -600,6 +600,8 @@ s_run_notebook (run_t *r, json_t *notebook, const char *out_path)
             break;
         }
         json_decref (ev);
+        /* A stream that never pauses must still keep the sandbox alive. */
+        s_tick (r);
     }
     (void)finished;
 done:

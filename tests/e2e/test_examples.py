@@ -251,6 +251,18 @@ def test_failing_cell(t, b):
              "the cells after it did not run (stop on error)")
     no_sandboxes(t, b, "failing run")
 
+    rc, out, err = run(b, ["--quiet", "-o", "-", nb_path])
+    t.eq(rc, 1, "--quiet -o -: exit 1 too", err)
+    t.eq([l for l in err.splitlines() if l], ["sandboxd-run: cell index 1 failed: ZeroDivisionError: division by zero"],
+         "--quiet: stderr holds only the failure")
+    try:
+        streamed = json.loads(out)
+    except ValueError:
+        streamed = None
+    t.ok(isinstance(streamed, dict) and cell_text(streamed["cells"][0]) == ""
+         and "ZeroDivisionError" in cell_text(streamed["cells"][1]),
+         "-o -: the executed notebook is written to stdout", out[:500])
+
     rc, _, err = run(b, ["--no-stop-on-error", nb_path, "-o", os.path.join(TMP, "fails2.ipynb")])
     t.eq(rc, 1, "--no-stop-on-error: still exit 1", err)
     if os.path.exists(os.path.join(TMP, "fails2.ipynb")):
