@@ -403,6 +403,13 @@ notebooks_cell_destroy (notebooks_cell_t **self_p)
     *self_p = NULL;
 }
 
+/* Bytes still allowed (errors kept past the budget can overdraw it). */
+static size_t
+s_room (const notebooks_cell_t *self)
+{
+    return self->used < self->max_bytes ? self->max_bytes - self->used : 0;
+}
+
 /* Append out (stolen) with its display id; always when force (errors must
    be seen), else only within the budget. False when it was dropped. */
 static bool
@@ -410,7 +417,7 @@ s_append (notebooks_cell_t *self, json_t *out, const char *display_id, bool forc
 {
     size_t n = json_array_size (self->outputs);
     size_t bytes = s_bytes (out);
-    if (!force && (self->truncated || bytes > self->max_bytes - self->used)) {
+    if (!force && (self->truncated || bytes > s_room (self))) {
         self->truncated = true;
         json_decref (out);
         return false;
@@ -449,7 +456,7 @@ s_on_stream (notebooks_cell_t *self, const char *name, json_t *data)
     const char *last_name = json_string_value (json_object_get (last, "name"));
     if (last_type && !strcmp (last_type, "stream") && last_name && !strcmp (last_name, name)) {
         size_t add = json_string_length (text);
-        if (self->truncated || add > self->max_bytes - self->used) {
+        if (self->truncated || add > s_room (self)) {
             self->truncated = true;
             json_decref (chunk);
             return NULL;
@@ -515,7 +522,7 @@ s_on_update (notebooks_cell_t *self, json_t *data)
             continue;
         json_t *out = json_array_get (self->outputs, i);
         size_t old = s_bytes (json_object_get (out, "data"));
-        if (bytes > old && bytes - old > self->max_bytes - self->used) {
+        if (bytes > old && bytes - old > s_room (self)) {
             self->truncated = true;
             continue;
         }
@@ -607,15 +614,11 @@ notebooks_cell_outputs (notebooks_cell_t *self, json_int_t count)
             json_object_set_new (o, "execution_count",
                                  count >= 0 ? json_integer (count) : json_null ());
     }
-    if (self->truncated) {
-        char note[160];
-        snprintf (note, sizeof note,
-                  "[sandboxd: output truncated: the notebook's outputs reached their limit of "
-                  "%zu bytes]\n",
-                  self->max_bytes);
-        json_array_append_new (outs, json_pack ("{s:s, s:s, s:s}", "output_type", "stream", "name",
-                                                "stderr", "text", note));
-    }
+    if (self->truncated)
+        json_array_append_new (
+            outs, json_pack ("{s:s, s:s, s:s}", "output_type", "stream", "name", "stderr", "text",
+                             "[sandboxd: output truncated: the notebook's outputs reached "
+                             "max_result_bytes; later output was dropped]\n"));
     return outs;
 }
 
@@ -821,6 +824,8 @@ notebooks_run (notebooks_job_t *job, notebooks_sink_fn *sink, void *arg, err_t *
             sink, arg, "cell_start",
             json_pack ("{s:I, s:I}", "index", (json_int_t)i, "code_index", (json_int_t)j));
         j++;
+        if (gone)
+            break;
         char *src = notebooks_source (cell);
         if (!src) {
             err_set (err, 500, "internal", "out of memory");
@@ -829,17 +834,16 @@ notebooks_run (notebooks_job_t *job, notebooks_sink_fn *sink, void *arg, err_t *
         }
         if (s_blank (src)) {
             free (src);
-            gone = gone
-                   || s_emit (sink, arg, "cell_done",
-                              json_pack ("{s:I, s:n, s:s, s:I}", "index", (json_int_t)i,
-                                         "execution_count", "status", "skipped", "duration_ms",
-                                         (json_int_t)(util_mono_ms () - c0)));
+            gone = s_emit (sink, arg, "cell_done",
+                           json_pack ("{s:I, s:n, s:s, s:I}", "index", (json_int_t)i,
+                                      "execution_count", "status", "skipped", "duration_ms",
+                                      (json_int_t)(util_mono_ms () - c0)));
             continue;
         }
         json_t *body = json_pack ("{s:s, s:s, s:I}", "code", src, "context_id", job->ctx_id,
                                   "timeout_ms", (json_int_t)job->req.timeout_ms);
         free (src);
-        s_run_t st = { notebooks_cell_new (limit - used), sink, arg, i, gone };
+        s_run_t st = { notebooks_cell_new (used < limit ? limit - used : 0), sink, arg, i, false };
         code_run_t *run = body && st.cell
                               ? contexts_run_prepare (job->ctxs, job->tenant, job->sid, body, err)
                               : NULL;

@@ -150,6 +150,8 @@ def test_python(t, b):
         t.ok("a" in (data.get("text/plain") or "") and "x" in (data.get("text/plain") or ""),
              "and text/plain", data)
         t.eq(o2[0].get("execution_count"), counts[2], "execute_result.execution_count is the cell's")
+        t.ok(isinstance(data.get("application/vnd.sandboxd.data+json"), dict),
+             "the DataFrame's columns come as application/vnd.sandboxd.data+json", sorted(data))
     o4 = outs(cells[4])
     t.eq([o.get("output_type") for o in o4], ["display_data", "execute_result"],
          "the plot is a display_data before the cell's execute_result", o4)
@@ -161,6 +163,9 @@ def test_python(t, b):
             raw = b""
         t.ok(raw.startswith(PNG_SIG) and len(raw) > 1000, "image/png is a base64 PNG (%d bytes)" % len(raw))
         t.eq(o4[1].get("data", {}).get("text/plain"), "'after the plot'", "the last expression follows it")
+        chart = o4[0].get("data", {}).get("application/vnd.sandboxd.chart+json")
+        t.eq(chart.get("type") if isinstance(chart, dict) else None, "line",
+             "the plot also carries its chart as application/vnd.sandboxd.chart+json", sorted(o4[0].get("data", {})))
     s = summary(r)
     t.eq({k: s.get(k) for k in ("cells", "code_cells", "executed", "errors", "failed_cell", "language")},
          {"cells": 6, "code_cells": 4, "executed": 3, "errors": 0, "failed_cell": None, "language": "python"},
@@ -170,6 +175,35 @@ def test_python(t, b):
     r2 = run(b, notebook(("code", "df")))
     t.eq(outs(cells_of(r2)[0])[0].get("output_type") if outs(cells_of(r2)[0]) else None, "error",
          "each run gets a fresh context: a name from the last run is undefined", r2)
+
+
+def test_display_semantics(t, b):
+    nb = notebook(
+        ("code", "from IPython.display import display, clear_output\n"
+                 "h = display('first', display_id=True)\ndisplay('other')\nh.update('updated')"),
+        ("code", "from IPython.display import clear_output\nprint('old', flush=True)\n"
+                 "clear_output(wait=True)\nprint('new', flush=True)"),
+        ("code", "from IPython.display import clear_output, display\ndisplay('gone')\nclear_output()\n"
+                 "display('kept')"),
+        ("code", "from IPython.display import display, SVG, Latex\n"
+                 "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"4\" height=\"4\"/>'))\n"
+                 "display(Latex(r'$x^2$'))"),
+    )
+    r = run(b, nb)
+    cells = cells_of(r)
+    if not t.eq((r.status, len(cells)), (200, 4), "a notebook of displays runs", r):
+        return
+    t.eq([(o.get("output_type"), (o.get("data") or {}).get("text/plain")) for o in outs(cells[0])],
+         [("display_data", "'updated'"), ("display_data", "'other'")],
+         "update_display_data replaces the data of the output with that display_id, in place", outs(cells[0]))
+    t.eq(outs(cells[1]), [{"output_type": "stream", "name": "stdout", "text": "new\n"}],
+         "clear_output(wait=True) clears when the next output arrives", outs(cells[1]))
+    t.eq([(o.get("data") or {}).get("text/plain") for o in outs(cells[2])], ["'kept'"],
+         "clear_output() clears at once; what follows is kept", outs(cells[2]))
+    d3 = [sorted((o.get("data") or {})) for o in outs(cells[3])]
+    t.eq(d3, [["image/svg+xml", "text/plain"], ["text/latex", "text/plain"]],
+         "SVG and LaTeX keep their MIME types", outs(cells[3]))
+    t.eq(validates(r.get("notebook")), None, "and the notebook validates", r)
 
 
 def test_stop_on_error(t, b):
@@ -344,6 +378,7 @@ def test_disconnect(t, b):
     s.close()
     left = wait_until(lambda: not (context_ids(b) - before), 15.0)
     t.ok(left, "after the client disconnects, the temporary context is deleted", context_ids(b))
+    t.eq(context_ids(b), set(), "GET contexts shows none left", context_ids(b))
     r = run(b, notebook(("code", "'alive'")), timeout=60)
     t.eq([(o.get("data") or {}).get("text/plain") for o in outs(cells_of(r)[0])] if cells_of(r) else None,
          ["'alive'"], "the sandbox runs the next notebook", r)
@@ -421,6 +456,31 @@ def test_sizes(t, b):
          "a chunked body growing past 16 MiB -> 413 body_too_large", r)
 
 
+def test_sandbox_deleted_midrun(t, b):
+    # Last: it deletes the file's sandbox.
+    nb = notebook(("code", "import time\nprint('started', flush=True)\ntime.sleep(120)"), ("code", "print('x')"))
+    h, s = b.sse(RUN, {"notebook": nb, "stop_on_error": False}, timeout=120)
+    if not t.ok(s is not None, "a long notebook run starts streaming", h):
+        return
+    evs = []
+    for e in s:
+        evs.append(e)
+        if e.name == "output" and len([x for x in evs if x.name == "output"]) == 1:
+            r = b.delete("/v1/sandboxes/%s" % SB, timeout=60)
+            t.eq(r.status, 200, "delete the sandbox while a cell runs", r)
+    names = [e.name for e in evs]
+    t.ok(names and names[-1] == "error" and "done" not in names,
+         "the stream ends with an error event, no done", names)
+    last = evs[-1].data if evs and isinstance(evs[-1].data, dict) else {}
+    # conflict while the delete is still under way, not_found once it is done
+    t.ok(last.get("code") in ("not_found", "conflict") and "nbs" in (last.get("message") or ""),
+         "the error event says the sandbox is gone (or going), with a message naming it", last)
+    died = [e.data.get("output", {}).get("ename") for e in evs if e.name == "output"
+            and e.data.get("output", {}).get("output_type") == "error"]
+    t.eq(died, ["KernelDied"], "the running cell first reports its kernel's death as an error output", evs)
+
+
 if __name__ == "__main__":
-    harness.main([test_setup, test_python, test_stop_on_error, test_timeout, test_typescript, test_context_id,
-                  test_query_and_raw_forms, test_sse, test_disconnect, test_bad_requests, test_sizes])
+    harness.main([test_setup, test_python, test_display_semantics, test_stop_on_error, test_timeout, test_typescript, test_context_id,
+                  test_query_and_raw_forms, test_sse, test_disconnect, test_bad_requests, test_sizes,
+                  test_sandbox_deleted_midrun])

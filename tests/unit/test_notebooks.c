@@ -369,6 +369,17 @@ test_outputs (void)
     notebooks_cell_destroy (&c);
     notebooks_cell_destroy (&c);
     ok (1, "destroying twice is harmless");
+
+    c = notebooks_cell_new (10);
+    s_feed (c, "{'event': 'error', 'data': {'name': 'LongErrorName', 'value': 'a long value', "
+               "'traceback': ['line one', 'line two']}}");
+    s_feed (c, "{'event': 'stdout', 'data': {'text': 'x'}}");
+    s_feed (c, "{'event': 'result', 'data': {'text': 'y', 'is_main_result': false}}");
+    o = notebooks_cell_outputs (c, -1);
+    ok (json_array_size (o) == 2 && notebooks_cell_truncated (c) && notebooks_cell_bytes (c) > 10,
+        "an error kept past the budget overdraws it, and later outputs are still dropped");
+    json_decref (o);
+    notebooks_cell_destroy (&c);
 }
 
 static void
