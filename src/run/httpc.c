@@ -548,9 +548,9 @@ httpc_read_body (httpc_t *self, size_t max, char **out, size_t *len)
 static int
 s_acc_add (httpc_t *self, const char *p, size_t n, size_t max)
 {
+    if (self->acc_len + n > max)
+        return s_fail (self, "an event over %zu bytes", max);
     if (self->acc_len + n + 1 > self->acc_cap) {
-        if (self->acc_len + n > max)
-            return s_fail (self, "an event over %zu bytes", max);
         size_t cap = self->acc_cap ? self->acc_cap : 4096;
         while (cap < self->acc_len + n + 1)
             cap *= 2;
