@@ -271,6 +271,20 @@ def test_failing_cell(t, b):
              "--no-stop-on-error: the cells after the error ran", [cell_text(x) for x in c])
 
 
+def test_cell_timeout(t, b):
+    nb_path = os.path.join(TMP, "sleepy.ipynb")
+    with open(nb_path, "w") as f:
+        json.dump({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+            {"cell_type": "code", "id": "a", "metadata": {}, "execution_count": None, "outputs": [],
+             "source": "import time\ntime.sleep(30)"}]}, f)
+    t0 = time.monotonic()
+    rc, _, err = run(b, ["--timeout-ms", "1500", nb_path])
+    took = time.monotonic() - t0
+    t.eq(rc, 1, "--timeout-ms 1500 on a 30 s cell: exit 1", err)
+    t.ok("TimeoutError" in err and took < 20, "the cell timed out (TimeoutError) in %.1f s" % took, err)
+    no_sandboxes(t, b, "cell timeout")
+
+
 def test_usage(t, b):
     nb_path = os.path.join(EXAMPLES, "analysis.ipynb")
     rc, out, _ = run(None, ["--help"])
@@ -391,7 +405,7 @@ def test_sigint_deletes_sandbox(t, b):
 
 if __name__ == "__main__":
     try:
-        harness.main([test_usage, test_analysis, test_typescript, test_files_upload, test_failing_cell,
+        harness.main([test_usage, test_analysis, test_typescript, test_files_upload, test_failing_cell, test_cell_timeout,
                       test_progress_bar_on_pty, test_sigint_deletes_sandbox])
     finally:
         import shutil
