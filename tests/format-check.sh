@@ -7,7 +7,7 @@ if ! command -v clang-format >/dev/null 2>&1; then
 fi
 n=0
 fail=0
-for f in "$srcdir"/src/*.c "$srcdir"/src/*.h "$srcdir"/src/agent/*.c "$srcdir"/mime/*.c "$srcdir"/mime/*.h "$srcdir"/tests/unit/*.c "$srcdir"/tests/unit/*.h; do
+for f in "$srcdir"/src/*.c "$srcdir"/src/*.h "$srcdir"/src/agent/*.c "$srcdir"/src/run/*.c "$srcdir"/src/run/*.h "$srcdir"/mime/*.c "$srcdir"/mime/*.h "$srcdir"/tests/unit/*.c "$srcdir"/tests/unit/*.h; do
     [ -f "$f" ] || continue
     n=$((n + 1))
     if clang-format --style=file:"$srcdir/.clang-format" "$f" | cmp -s - "$f"; then
