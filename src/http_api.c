@@ -456,6 +456,11 @@ s_nb_thread (void *arg)
     else if (!cs->client_gone)
         s_cs_push_locked (cs, "error",
                           json_pack ("{s:s, s:s}", "code", err.code, "message", err.message));
+    pthread_mutex_unlock (&cs->lock);
+    /* The client has its result while the temporary context goes. */
+    notebooks_job_free (cs->nb_job);
+    cs->nb_job = NULL;
+    pthread_mutex_lock (&cs->lock);
     cs->finished = true;
     pthread_cond_signal (&cs->cond);
     pthread_mutex_unlock (&cs->lock);
@@ -1154,6 +1159,7 @@ s_notebook_run (http_api_t *self, struct MHD_Connection *conn, const char *tenan
     if (s_wants_sse (conn))
         return s_code_stream (conn, NULL, job);
     json_t *out = notebooks_run (job, NULL, NULL, &err);
+    notebooks_job_free (job);
     return out ? s_send_json (conn, 200, out) : s_send_error (conn, &err);
 }
 

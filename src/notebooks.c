@@ -898,6 +898,5 @@ notebooks_run (notebooks_job_t *job, notebooks_sink_fn *sink, void *arg, err_t *
                          "executed", (json_int_t)executed, "errors", (json_int_t)errors,
                          "failed_cell", failed >= 0 ? json_integer (failed) : json_null (),
                          "duration_ms", (json_int_t)ms, "language", lang, "truncated", truncated);
-    notebooks_job_free (job);
     return result;
 }
