@@ -72,6 +72,12 @@ test_load_and_lookup (void)
             && auth_tenant (a, "Bearer     ") == NULL,
         "scheme without a token gives NULL");
     ok (auth_tenant (a, ALICE) == NULL, "token without the Bearer scheme gives NULL");
+    ok (s_is (auth_tenant (a, "token " ALICE), "alice")
+            && s_is (auth_tenant (a, "Token " BOB), "bob"),
+        "the 'token' scheme Jupyter's gateway client sends works too");
+    ok (auth_tenant (a, "token " CAROL) == NULL && auth_tenant (a, "Basic " ALICE) == NULL
+            && auth_tenant (a, "tokens " ALICE) == NULL,
+        "but not for a wrong token, another scheme or a longer scheme name");
     ok (auth_tenant (a, "Basic " ALICE) == NULL, "Basic scheme gives NULL");
     ok (auth_tenant (a, "Bearer" ALICE) == NULL, "scheme glued to the token gives NULL");
 
