@@ -501,7 +501,7 @@ gateway_channels_url (const char *url, char kid[37])
     if (n != 4 || strcmp (seg[0], "api") || strcmp (seg[1], "kernels")
         || strcmp (seg[3], "channels") || !s_valid_kid (seg[2]))
         return 0;
-    snprintf (kid, 37, "%s", seg[2]);
+    snprintf (kid, 37, "%.36s", seg[2]);
     return 1;
 }
 
@@ -965,6 +965,28 @@ s_to_front (gateway_ws_t *ws, ws_t *sock, const char *channel, jupyter_msg_t *m)
     return rc;
 }
 
+/* An iopub status message of the broker's own (the kernel's restarter in
+   a Jupyter server sends these when a kernel dies). */
+static int
+s_send_status (gateway_ws_t *ws, ws_t *sock, const char *state)
+{
+    char mid[33], date[48];
+    util_random_hex (mid, 16);
+    s_jupyter_time (util_now_ms (), date, sizeof date);
+    json_t *msg = json_pack ("{s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:{}, s:{}, s:{s:s}, s:s, s:s, "
+                             "s:s, s:[]}",
+                             "header", "msg_id", mid, "msg_type", "status", "session", ws->id,
+                             "username", "sandboxd", "date", date, "version", "5.3",
+                             "parent_header", "metadata", "content", "execution_state", state,
+                             "channel", "iopub", "msg_id", mid, "msg_type", "status", "buffers");
+    char *text = msg ? jsonv_dumps (msg) : NULL;
+    json_decref (msg);
+    int rc = text ? ws_send (sock, WS_OP_TEXT, text, strlen (text), GW_SEND_TIMEOUT) : 0;
+    free (text);
+    s_touch (ws->gw, ws->tenant, ws->id, !strcmp (state, "starting") ? "idle" : state);
+    return rc;
+}
+
 void
 gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
 {
@@ -1064,7 +1086,18 @@ gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
                 open = false;
             }
             else if (st > 0) {
-                /* Restarted, or died and is started again: follow it. */
+                /* Restarted, or died and is started again: follow it. A
+                   restart the front end asked for through REST needs no
+                   word; for anything else, say what Jupyter's restarter
+                   says ("restarting", then "starting"), so that the front
+                   end shows the kernel died and asks for kernel_info. */
+                unsigned now_restarts = s_restarts (self, ws->tenant, ws->id);
+                bool announce = now_restarts == restarts;
+                restarts = now_restarts;
+                if (announce && s_send_status (ws, sock, "restarting") < 0) {
+                    peer_closed = true;
+                    break;
+                }
                 kernel_chan_close (&chan);
                 chan = s_open_chan (ws, &gen, &err);
                 if (!chan) {
@@ -1072,8 +1105,13 @@ gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
                     why = "kernel unavailable";
                     open = false;
                 }
-                else
+                else {
                     log_info ("gateway kernel %s: websocket follows the new kernel", ws->id);
+                    if (announce && s_send_status (ws, sock, "starting") < 0) {
+                        peer_closed = true;
+                        break;
+                    }
+                }
             }
         }
     }
