@@ -451,6 +451,49 @@ def test_direct_ws(t, b):
     t.eq(r.status, 404, "the deleted kernel answers 404", r)
 
 
+def test_two_clients_and_broker_restart(t, b):
+    """Two front ends on one kernel (a notebook and a console) both see its
+    output; a kernel and its state outlive a restart of the broker."""
+    r = b.post("/api/kernels", {"name": "python3"})
+    if not t.ok(r.status == 201 and r.get("id"), "create a kernel on the broker for two clients", r):
+        return
+    kid = r.get("id")
+    a, c = direct_channels(b, kid), direct_channels(b, kid)
+    t.ok(a.wait_ready(60) and c.wait_ready(60), "two websockets on the same kernel both answer kernel_info")
+    r = b.get("/api/kernels/%s" % kid)
+    t.eq(r.get("connections"), 2, "the kernel model counts 2 connections", r)
+    rep = a.execute("persist = 41\nprint('to everyone')")
+    t.eq(rep.stdout(), "to everyone\n", "the first client's run prints", rep)
+    seen = []
+    deadline = time.monotonic() + 10
+    while not any(x[1] == "status" and x[2] == "idle" for x in seen):
+        m = c.recv(deadline)
+        if m is None:
+            break
+        if m.get("parent_header", {}).get("msg_id") == rep.msg_id:
+            seen.append((m.get("channel"), m["header"].get("msg_type"),
+                         m.get("content", {}).get("execution_state") or m.get("content", {}).get("text")))
+    t.ok(("iopub", "stream", "to everyone\n") in seen and ("iopub", "execute_input", None) in seen,
+         "the second client sees the first one's execute_input and output on iopub", seen)
+    t.ok(not any(x[0] == "shell" for x in seen), "... but not its execute_reply (shell goes to the requester)", seen)
+    a.close()
+    c.close()
+    if not b.restart():
+        return
+    r = b.get("/api/kernels/%s" % kid)
+    t.ok(r.status == 200 and r.get("id") == kid, "after a broker restart the kernel is still listed", r)
+    try:
+        n = direct_channels(b, kid)
+        rep = n.execute("persist + 1", timeout=60)
+        n.close()
+    except Exception as e:
+        rep = repr(e)
+    t.eq(getattr(rep, "result_text", lambda: None)(), "42",
+         "... and a new websocket finds its state (`persist + 1` -> 42)", rep)
+    r = b.delete("/api/kernels/%s" % kid)
+    t.eq(r.status, 204, "delete it", r)
+
+
 def test_create_refusals(t, b):
     bob_sb = "bobs-box"
     r = b.create(tenant="bob", id=bob_sb)
@@ -514,6 +557,10 @@ def test_idle_cull(t, _b):
         # Once its websocket is gone, the connected one is idle too.
         t.ok(wait_until(lambda: cb.get("/api/kernels/%s" % held).status == 404, 15, 0.5),
              "after its websocket closes, that kernel is culled as well")
+        # The kernel answers 404 as soon as the cull takes it; its sandbox
+        # may still be deleting for a moment.
+        t.ok(wait_until(lambda: cb.get("/v1/sandboxes/gw-%s" % held).status == 404, 15, 0.5),
+             "... and its sandbox is deleted with it")
     finally:
         cb.teardown()
 
@@ -527,7 +574,8 @@ def main():
             try:
                 for fn in [test_server, test_kernelspecs, test_python_kernel, test_input, test_interrupt_restart,
                            test_native_view, test_typescript, test_delete, test_kernel_sandbox_id,
-                           test_direct_ws, test_create_refusals, test_idle_cull]:
+                           test_direct_ws, test_two_clients_and_broker_restart, test_create_refusals,
+                           test_idle_cull]:
                     if not b.alive():
                         t.ok(False, "broker is running before %s" % fn.__name__, "exit status %s" % b.proc.poll())
                         break
