@@ -8,7 +8,10 @@ driven over the Chrome DevTools Protocol like a user's browser: the page
 connects to its kernel, runs all cells, and shows the figure. The
 screenshot is kept as tests/e2e/artifacts/gateway_notebook.png (in the
 build directory). The kernel the page ran on is a context in a sandbox of
-alice's on the broker, and a file its cell wrote is in that sandbox."""
+alice's on the broker, and a file its cell wrote is in that sandbox. Then
+what a user does next: Kernel > Restart & Run All (a new kernel process
+draws the figure again), answering input() by typing into the notebook's
+text box (real key events), and Kernel > Interrupt on a cell that loops."""
 
 import json
 import os
@@ -119,7 +122,58 @@ def test_notebook(t, b, nbsrv, chrome):
     t.eq(chrome.evaluate("Jupyter.notebook.kernel.id"), kid, "... on the same kernel id")
     ids = [c.get("id") for c in b.get("/v1/sandboxes/gw-%s/contexts" % kid).get("contexts") or []]
     t.ok(kid in ids, "... still the context %s in sandboxd" % kid, ids)
+    test_input_box(t, chrome)
+    test_interrupt(t, chrome)
     return kid
+
+
+def add_cell(chrome, code):
+    """Append a code cell, select it and run it; its index."""
+    return chrome.evaluate("""(function () {
+      var nb = Jupyter.notebook, i = nb.ncells();
+      var cell = nb.insert_cell_at_index('code', i);
+      cell.set_text(%s);
+      nb.select(i);
+      cell.execute();
+      return i;
+    })()""" % json.dumps(code))
+
+
+def cell_text(chrome, i):
+    return chrome.evaluate("Jupyter.notebook.get_cell(%d).output_area.element[0].innerText" % i)
+
+
+def test_input_box(t, chrome):
+    """input(): the notebook shows a text box under the cell; typing into it
+    and pressing Enter answers the kernel."""
+    i = add_cell(chrome, "name = input('who? ')\nprint('hello', name)")
+    box = chrome.wait_js("(function () { var e = Jupyter.notebook.get_cell(%d).element[0]"
+                         ".querySelector('.raw_input_container input'); if (!e) return null; e.focus();"
+                         " return document.activeElement === e; })()" % i, 60)
+    if not t.ok(box, "input() shows a text box under the cell, and it takes the focus", cell_text(chrome, i)):
+        return
+    t.ok("who?" in (cell_text(chrome, i) or ""), "... after the prompt 'who?'", cell_text(chrome, i))
+    chrome.call("Input.insertText", {"text": "Ada"})
+    for kind in ("keyDown", "keyUp"):
+        chrome.call("Input.dispatchKeyEvent", {"type": kind, "key": "Enter", "code": "Enter",
+                                               "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13})
+    out = chrome.wait_js("(function () { var t = Jupyter.notebook.get_cell(%d).output_area.element[0].innerText;"
+                         " return t.indexOf('hello Ada') >= 0 ? t : null; })()" % i, 60)
+    t.ok(out, "typing 'Ada' and Enter answers input(): the cell prints 'hello Ada'", cell_text(chrome, i))
+
+
+def test_interrupt(t, chrome):
+    """Kernel > Interrupt stops a cell that loops forever."""
+    i = add_cell(chrome, "import time\nwhile True:\n    time.sleep(0.05)")
+    busy = chrome.wait_js("Jupyter.notebook.kernel_busy === true", 30)
+    t.ok(busy, "a looping cell leaves the kernel busy")
+    time.sleep(1)
+    chrome.evaluate("Jupyter.notebook.kernel.interrupt(), true")
+    out = chrome.wait_js("(function () { var t = Jupyter.notebook.get_cell(%d).output_area.element[0].innerText;"
+                         " return t.indexOf('KeyboardInterrupt') >= 0 && Jupyter.notebook.kernel_busy === false"
+                         " ? t : null; })()" % i, 60)
+    t.ok(out, "Kernel > Interrupt ends it: the cell shows KeyboardInterrupt and the kernel is idle again",
+         cell_text(chrome, i))
 
 
 def main():
