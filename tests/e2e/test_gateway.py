@@ -429,6 +429,44 @@ def test_direct_ws(t, b):
     ch.ws.send_binary(b"\x00\x01\x02 not a buffers frame")
     ch = still_works("a binary frame of garbage")
 
+    # A message in fragments (RFC 6455 continuation frames, a ping between
+    # them) is one message.
+    frag = json.dumps({"header": {"msg_id": "frag-1", "username": "u", "session": ch.session,
+                                  "msg_type": "execute_request", "version": "5.3", "date": ""},
+                       "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                       "content": {"code": "6*7", "silent": False, "store_history": True, "user_expressions": {},
+                                   "allow_stdin": False, "stop_on_error": True}})
+    A = websocket.ABNF
+    ch.ws.send_frame(A.create_frame(frag[:10], A.OPCODE_TEXT, 0))
+    ch.ws.ping("between fragments")
+    ch.ws.send_frame(A.create_frame(frag[10:60], A.OPCODE_CONT, 0))
+    ch.ws.send_frame(A.create_frame(frag[60:], A.OPCODE_CONT, 1))
+    rep = ch.collect("frag-1", timeout=30)
+    t.eq(rep.result_text(), "42", "a message sent in three fragments with a ping between them is answered", rep)
+    # Fragments adding up to more than the limit close the connection as
+    # soon as they pass it.
+    ch.ws.send_frame(A.create_frame("{", A.OPCODE_TEXT, 0))
+    sent = 0
+    try:
+        while sent < MAX_MESSAGE + (4 << 20):
+            ch.ws.send_frame(A.create_frame("x" * (1 << 20), A.OPCODE_CONT, 0))
+            sent += 1 << 20
+    except (websocket.WebSocketConnectionClosedException, OSError):
+        pass
+    code = ws_close_code(ch.ws, 20)
+    t.ok(sent <= MAX_MESSAGE + (2 << 20) and code is not None,
+         "fragments adding up past %d MiB close the connection (after %d MiB sent, close code %s)"
+         % (MAX_MESSAGE >> 20, sent >> 20, code))
+    ch.close()
+    t.ok(b.alive(), "the broker survives the endless fragmented message", b.log_tail(40))
+    ch = direct_channels(b, kid)
+    # An unmasked client frame is a protocol error (RFC 6455 5.1): 1002.
+    ch.ws.sock.sendall(b"\x81\x05hello")
+    code = ws_close_code(ch.ws, 20)
+    t.eq(code, 1002, "an unmasked client frame closes the connection with 1002")
+    ch.close()
+    ch = direct_channels(b, kid)
+
     # One frame over the limit: the connection is closed (1009), the broker lives.
     big = json.dumps({"channel": "shell", "header": {}, "content": {"code": "#" + "x" * (MAX_MESSAGE + 1024)}})
     t0 = time.monotonic()
