@@ -53,9 +53,9 @@ typedef struct {
     int64_t
         gateway_idle_timeout_seconds; /* gateway kernels unused this long are culled; 0 = never */
     int64_t gateway_cull_interval_seconds;
-        /* how often idle kernels are looked for */ /* s3fs must answer within this */
-    char mount_credentials[1024];    /* root-only file of per-tenant keys; "" = none */
-    char mount_endpoint_hosts[1024]; /* allowed endpoint hosts; "" = any */
+    /* how often idle kernels are looked for */ /* s3fs must answer within this */
+    char mount_credentials[1024];               /* root-only file of per-tenant keys; "" = none */
+    char mount_endpoint_hosts[1024];            /* allowed endpoint hosts; "" = any */
 } config_t;
 
 /* Fill cfg with the built-in defaults. */

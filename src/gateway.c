@@ -40,6 +40,7 @@ typedef struct gk {
     int64_t last_activity; /* epoch ms */
     int64_t extended_at;   /* mono ms of the last expiry push */
     int connections;
+    unsigned restarts; /* REST restarts: open relays reopen their channel at once */
     char state[16];
     struct gk *next;
 } gk_t;
@@ -632,6 +633,11 @@ gateway_handle (gateway_t *self, const char *tenant, const char *method, const c
     if (contexts_restart (self->ctxs, tenant, copy.sid, id, &ctx, err) < 0)
         return err->status;
     json_decref (ctx);
+    pthread_mutex_lock (&self->lock);
+    gk_t *k = s_find (self, tenant, id);
+    if (k)
+        k->restarts++;
+    pthread_mutex_unlock (&self->lock);
     s_touch (self, tenant, id, "idle");
     if (s_lookup (self, tenant, id, &copy, err) < 0)
         return err->status;
@@ -773,6 +779,16 @@ s_connections (gateway_t *self, const char *tenant, const char *id, int delta)
         k->last_activity = util_now_ms ();
     }
     pthread_mutex_unlock (&self->lock);
+}
+
+static unsigned
+s_restarts (gateway_t *self, const char *tenant, const char *id)
+{
+    pthread_mutex_lock (&self->lock);
+    gk_t *k = s_find (self, tenant, id);
+    unsigned n = k ? k->restarts : 0;
+    pthread_mutex_unlock (&self->lock);
+    return n;
 }
 
 /* jupyter_server's binary websocket message: u32 count of parts, u32
@@ -964,6 +980,7 @@ gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
         why = "kernel unavailable";
         log_warn ("gateway kernel %s: %s", ws->id, err.message);
     }
+    unsigned restarts = s_restarts (self, ws->tenant, ws->id);
     int64_t next_check = util_mono_ms () + GW_CHECK_MS;
     bool open = chan != NULL, peer_closed = false;
     while (open) {
@@ -984,6 +1001,20 @@ gateway_ws_run (gateway_ws_t *ws, int fd, const char *extra, size_t extra_len)
             size_t len;
             int r;
             while (open && (r = ws_next (sock, &op, &data, &len, &code)) == 1) {
+                /* A restart through the REST API has finished before its
+                   client sends more: follow it before relaying anything. */
+                if (s_restarts (self, ws->tenant, ws->id) != restarts) {
+                    restarts = s_restarts (self, ws->tenant, ws->id);
+                    kernel_chan_close (&chan);
+                    chan = contexts_channel_open (self->ctxs, ws->tenant, ws->sid, ws->id, &gen,
+                                                  &err);
+                    if (!chan) {
+                        close_code = 1011;
+                        why = "kernel unavailable";
+                        open = false;
+                        break;
+                    }
+                }
                 if (op == WS_OP_CLOSE) {
                     close_code = len >= 2 ? (data[0] << 8 | data[1]) : 1000;
                     if (close_code < 1000 || close_code >= 5000)

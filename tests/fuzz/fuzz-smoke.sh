@@ -15,7 +15,7 @@ cc=${FUZZ_CC:-clang}
 out=${FUZZ_BUILD_DIR:-tests/fuzz}
 mkdir -p "$out/bin" "$out/crashes"
 
-harnesses="jsonv jupyter execution mime paths agent http"
+harnesses="jsonv jupyter execution mime paths agent http ws"
 [ -n "${FUZZ_ONLY:-}" ] && harnesses=$FUZZ_ONLY
 set -- $harnesses
 echo "1..$#"
@@ -35,6 +35,7 @@ sources_of () {
     mime) echo "mime/mime.c src/util.c" ;;
     paths) echo "src/files.c src/jsonv.c src/util.c" ;;
     agent) echo "" ;;
+    ws) echo "src/ws.c src/util.c" ;;
     http) (cd "$src" && ls src/*.c | grep -v '^src/main\.c$' && echo mime/mime.c) ;;
     esac
 }

@@ -78,6 +78,11 @@ static const struct {
     { "POST", "/compat/artifact/run" },
     { "PUT", "/compat/artifact/file?path=%s&sandbox_id=fz" },
     { "GET", "/compat/artifact/file?path=%s&mode=download&sandbox_id=fz" },
+    { "POST", "/api/kernels" },
+    { "GET", "/api/kernels/%s" },
+    { "POST", "/api/kernels/%s/restart" },
+    { "GET", "/api/kernelspecs/%s" },
+    { "GET", "/api/kernels/%s/channels" },
 };
 #define NROUTES (sizeof s_routes / sizeof s_routes[0])
 
