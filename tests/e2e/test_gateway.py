@@ -258,6 +258,64 @@ def test_interrupt_restart(t, b):
     t.eq(rep.result_text(), "42", "... and the restarted kernel answers", rep)
 
 
+def test_kernel_death(t, b):
+    """A kernel that dies: the front end is told on iopub (status
+    'restarting' or 'dead', what Jupyter's own kernel restarter sends and
+    the notebook turns into "The kernel appears to have died"), and the
+    next cell runs in a fresh kernel."""
+    ch = S.ch
+    if not ch:
+        t.ok(False, "a Python kernel to kill")
+        return
+    ch.execute("doomed = 1")
+    t0 = time.monotonic()
+    mid = ch.start_execute("import os; os._exit(1)")
+    states = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        m = ch.recv(deadline)
+        if m is None:
+            break
+        if m.get("header", {}).get("msg_type") == "status":
+            states.append(m.get("content", {}).get("execution_state"))
+            if states[-1] in ("restarting", "dead", "autorestarting"):
+                break
+    t.ok(any(s in ("restarting", "dead", "autorestarting") for s in states),
+         "after os._exit(1) in a cell, the websocket says the kernel died (iopub status restarting/dead) (%.1f s)"
+         % (time.monotonic() - t0), "statuses seen in 20 s: %s (request %s)" % (states, mid))
+    rep = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rep = ch.execute("'doomed' in dir()", timeout=10)
+        if rep.result_text() is not None:
+            break
+        time.sleep(0.5)
+    t.eq(rep.result_text() if rep else None, "False",
+         "the next cell runs in a fresh kernel (the old variable is gone)", rep)
+
+
+def test_wrong_token(t, b):
+    """A jupyter-server holding a token the broker does not know: its users
+    get errors, and nothing is made on the broker."""
+    before = sorted(x.get("id") for tenant in b.tokens for x in b.get("/v1/sandboxes", tenant=tenant)
+                    .get("sandboxes") or [])
+    srv = gwlib.JupyterProc(t, "server", gateway_url=b.url, auth_token="not-" + b.tokens["alice"][4:],
+                            name="jupyter-server (wrong gateway token)")
+    try:
+        if not srv.start():
+            return
+        r = srv.request("GET", "/api/kernelspecs")
+        t.ok(r.status >= 400, "its GET /api/kernelspecs fails (%d), it does not list kernels" % r.status, r)
+        r = srv.request("POST", "/api/kernels", {"name": "python3"})
+        t.ok(r.status >= 400, "its POST /api/kernels fails (%d)" % r.status, r)
+        after = sorted(x.get("id") for tenant in b.tokens for x in b.get("/v1/sandboxes", tenant=tenant)
+                       .get("sandboxes") or [])
+        t.eq(after, before, "no sandbox was created on the broker", after)
+        t.ok("401" in srv.log_text(), "the server's log shows the broker's 401", srv.log_tail(10))
+    finally:
+        t.ok(srv.stop(), "that jupyter-server's process group exits on SIGTERM and leaves nothing")
+
+
 def test_native_view(t, b):
     kid = S.kid
     if not kid:
@@ -619,9 +677,9 @@ def main():
         if b.start():
             try:
                 for fn in [test_server, test_kernelspecs, test_python_kernel, test_input, test_interrupt_restart,
-                           test_native_view, test_typescript, test_delete, test_kernel_sandbox_id,
-                           test_direct_ws, test_two_clients_and_broker_restart, test_create_refusals,
-                           test_idle_cull]:
+                           test_native_view, test_kernel_death, test_typescript, test_delete,
+                           test_kernel_sandbox_id, test_wrong_token, test_direct_ws,
+                           test_two_clients_and_broker_restart, test_create_refusals, test_idle_cull]:
                     if not b.alive():
                         t.ok(False, "broker is running before %s" % fn.__name__, "exit status %s" % b.proc.poll())
                         break
