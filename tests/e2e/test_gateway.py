@@ -5,17 +5,20 @@ runs its kernels in sandboxd.
 
 Everything a Jupyter front end does goes through that server's own REST
 API and kernel websocket: kernelspecs, a Python kernel (print, HTML and
-matplotlib displays, results, errors, input(), interrupt, restart), a
-TypeScript kernel, delete. What the broker must make of it is checked on
+matplotlib displays, results, errors, input(), interrupt, restart, death),
+a TypeScript kernel, delete. What the broker must make of it is checked on
 its native API: each kernel is a code context in a sandbox of the tenant
 whose token the server holds (gw-<kernel id>, or the sandbox named by the
-server's KERNEL_SANDBOX_ID), invisible to another tenant. Then the
-gateway API straight on the broker: websocket authentication, malformed
-and oversized messages, and the culling of idle kernels (a second broker
-with a 3 s idle timeout).
+server's KERNEL_SANDBOX_ID, with the server's other KERNEL_* variables in
+the kernel's environment), invisible to another tenant; a server with a
+wrong token gets 401s. Then the gateway API straight on the broker:
+websocket authentication before the upgrade, malformed, fragmented,
+unmasked and oversized frames, two clients on one kernel, a broker
+restart, refused creates, and the culling of idle kernels (a second broker
+with a 3 s idle timeout checked every second).
 
 The contract is the lead's gateway description (issue 9) and the Jupyter
-Server REST API that jupyter_server.gateway speaks."""
+Server REST and websocket API that jupyter_server.gateway speaks."""
 
 import base64
 import json
@@ -394,9 +397,13 @@ def test_kernel_sandbox_id(t, b):
     r = b.create(id=SHARED_SB)
     if not t.eq(r.status, 201, "create sandbox %s natively" % SHARED_SB, r):
         return
-    srv = gwlib.JupyterProc(t, "server", gateway_url=b.url, auth_token=b.tokens["alice"],
-                            env={"KERNEL_SANDBOX_ID": SHARED_SB, "KERNEL_SBX_GREETING": "hello kernel"},
-                            name="jupyter-server (KERNEL_SANDBOX_ID)")
+    # This one finds the gateway and its token in the environment, the
+    # other way Jupyter documents (JUPYTER_GATEWAY_URL, ..._AUTH_TOKEN).
+    srv = gwlib.JupyterProc(t, "server", env={"JUPYTER_GATEWAY_URL": b.url,
+                                              "JUPYTER_GATEWAY_AUTH_TOKEN": b.tokens["alice"],
+                                              "JUPYTER_GATEWAY_REQUEST_TIMEOUT": "120",
+                                              "KERNEL_SANDBOX_ID": SHARED_SB, "KERNEL_SBX_GREETING": "hello kernel"},
+                            name="jupyter-server (environment, KERNEL_SANDBOX_ID)")
     try:
         if not srv.start():
             return
