@@ -445,6 +445,31 @@ class KernelChannel:
 # --------------------------------------------------------------------------
 
 
+# Chromium's helper processes outlive its main one by a moment; orphans go
+# to the nearest subreaper, and where that is a pid 1 that reaps nothing
+# they stay zombies. So Chromium runs under this: a subreaper that ignores
+# SIGTERM (its process group's SIGTERM is for Chromium), reaps every
+# descendant, and exits with Chromium's status once none is left.
+REAPER = r"""
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.execv(sys.argv[1], sys.argv[1:])
+status = 0
+while True:
+    try:
+        p, st = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    if p == pid:
+        status = os.waitstatus_to_exitcode(st)
+sys.exit(status if status >= 0 else 128 - status)
+"""
+
+
 class CDPError(Exception):
     pass
 
@@ -475,8 +500,8 @@ class Chromium:
                "about:blank"]
         env = {"PATH": "/usr/bin:/bin", "HOME": self.tmp, "LANG": "C.UTF-8"}
         logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", REAPER] + cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                     stderr=logf, env=env, start_new_session=True)
         logf.close()
         port_file = os.path.join(self.profile, "DevToolsActivePort")
         t0 = time.monotonic()
