@@ -442,7 +442,18 @@ def test_follow_restart_death_delete(t, b):
 
     # A kernel that dies is started again; the websocket follows it.
     ws.send(json.dumps(msg("execute_request", {"code": "import os; os._exit(1)", "silent": False})))
-    time.sleep(1.5)
+    states = []
+    deadline = time.monotonic() + 30
+    try:
+        while "starting" not in states and time.monotonic() < deadline:
+            ws.settimeout(max(0.1, deadline - time.monotonic()))
+            x = json.loads(ws.recv())
+            if x["channel"] == "iopub" and x["msg_type"] == "status" and not x["parent_header"]:
+                states.append(x["content"]["execution_state"])
+    except Exception:
+        pass
+    t.eq(states, ["restarting", "starting"],
+         "a kernel that died: the websocket says restarting, then starting (as Jupyter's restarter)")
 
     def answered():
         try:
