@@ -307,8 +307,14 @@ class Reply:
         return r[0].get("data", {}).get("text/plain") if len(r) == 1 else None
 
     def error(self):
+        """The iopub error, else the reply's (ipykernel reports an interrupt
+        that lands in its own code around the user's only in the reply)."""
         e = self.of("error")
-        return e[0] if e else None
+        if e:
+            return e[0]
+        if isinstance(self.reply, dict) and self.reply.get("status") == "error":
+            return self.reply
+        return None
 
     def summary(self):
         out = []
