@@ -244,10 +244,13 @@ s_connect (kernel_t *self, err_t *err)
     return 0;
 }
 
-/* kernel_info until it is answered and iopub has delivered a message, so
-   the subscription is known to be live before the first real request. */
+/* kernel_info on shell until it is answered and iopub has delivered a
+   message, so the subscription is known to be live before the first real
+   request; what arrives meanwhile is dropped. With watch, a kernel that
+   exits meanwhile ends it at once. */
 static int
-s_handshake (kernel_t *self, int64_t deadline, err_t *err)
+s_info_exchange (const jupyter_session_t *session, void *shell, void *iopub, int64_t deadline,
+                 kernel_t *watch, err_t *err)
 {
     bool replied = false, iopub_live = false;
     int64_t next_send = 0;
@@ -259,8 +262,8 @@ s_handshake (kernel_t *self, int64_t deadline, err_t *err)
             return err_set (err, 503, "kernel_unavailable",
                             "the kernel did not answer kernel_info");
         if (now >= next_send && nsent < 8 * 1000) {
-            jupyter_msg_t *m = jupyter_msg_new (&self->session, "kernel_info_request", NULL);
-            if (!m || jupyter_msg_send (&self->session, self->sock[CH_SHELL], m, err) < 0) {
+            jupyter_msg_t *m = jupyter_msg_new (session, "kernel_info_request", NULL);
+            if (!m || jupyter_msg_send (session, shell, m, err) < 0) {
                 jupyter_msg_destroy (&m);
                 return -1;
             }
@@ -269,16 +272,14 @@ s_handshake (kernel_t *self, int64_t deadline, err_t *err)
             jupyter_msg_destroy (&m);
             next_send = now + 500;
         }
-        zmq_pollitem_t items[2] = { { self->sock[CH_SHELL], 0, ZMQ_POLLIN, 0 },
-                                    { self->sock[CH_IOPUB], 0, ZMQ_POLLIN, 0 } };
-        zmq_poll (items, 2, 100);
+        zmq_pollitem_t items[2] = { { shell, 0, ZMQ_POLLIN, 0 }, { iopub, 0, ZMQ_POLLIN, 0 } };
+        zmq_poll (items, 2, 50);
         for (int i = 0; i < 2; i++) {
             if (!(items[i].revents & ZMQ_POLLIN))
                 continue;
             for (;;) {
                 err_t rerr = { 0 };
-                jupyter_msg_t *m
-                    = jupyter_msg_recv (&self->session, items[i].socket, ZMQ_DONTWAIT, &rerr);
+                jupyter_msg_t *m = jupyter_msg_recv (session, items[i].socket, ZMQ_DONTWAIT, &rerr);
                 if (!m) {
                     if (rerr.status == 0)
                         break;
@@ -293,13 +294,22 @@ s_handshake (kernel_t *self, int64_t deadline, err_t *err)
                 jupyter_msg_destroy (&m);
             }
         }
-        char why[512] = "";
-        s_check_proc (self, why, sizeof why);
-        if (self->dead)
-            return err_set (err, 503, "kernel_unavailable", "the kernel exited while starting: %s",
-                            why);
+        if (watch) {
+            char why[512] = "";
+            s_check_proc (watch, why, sizeof why);
+            if (watch->dead)
+                return err_set (err, 503, "kernel_unavailable",
+                                "the kernel exited while starting: %s", why);
+        }
     }
     return 0;
+}
+
+static int
+s_handshake (kernel_t *self, int64_t deadline, err_t *err)
+{
+    return s_info_exchange (&self->session, self->sock[CH_SHELL], self->sock[CH_IOPUB], deadline,
+                            self, err);
 }
 
 static const char *
@@ -970,46 +980,7 @@ kernel_chan_recv (kernel_chan_t *c, const char **channel, err_t *err)
 int
 kernel_chan_handshake (kernel_chan_t *c, int timeout_ms)
 {
-    int64_t deadline = util_mono_ms () + timeout_ms, next_send = 0;
-    bool replied = false, live = false;
-    char sent[8][64];
-    int nsent = 0;
-    while (!(replied && live)) {
-        int64_t now = util_mono_ms ();
-        if (now >= deadline)
-            return -1;
-        if (now >= next_send) {
-            err_t err = { 0 };
-            jupyter_msg_t *m = jupyter_msg_new (&c->session, "kernel_info_request", NULL);
-            if (m && jupyter_msg_send (&c->session, c->sock[CH_SHELL], m, &err) == 0)
-                snprintf (sent[nsent++ % 8], sizeof sent[0], "%s", jupyter_msg_id (m));
-            jupyter_msg_destroy (&m);
-            next_send = now + 500;
-        }
-        zmq_pollitem_t items[2]
-            = { { c->sock[CH_SHELL], 0, ZMQ_POLLIN, 0 }, { c->sock[CH_IOPUB], 0, ZMQ_POLLIN, 0 } };
-        zmq_poll (items, 2, 50);
-        for (int i = 0; i < 2; i++) {
-            if (!(items[i].revents & ZMQ_POLLIN))
-                continue;
-            for (;;) {
-                err_t rerr = { 0 };
-                jupyter_msg_t *m
-                    = jupyter_msg_recv (&c->session, items[i].socket, ZMQ_DONTWAIT, &rerr);
-                if (!m) {
-                    if (rerr.status == 0)
-                        break;
-                    continue;
-                }
-                if (i == 1)
-                    live = true;
-                else if (!strcmp (jupyter_msg_type (m), "kernel_info_reply"))
-                    for (int k = 0; k < 8 && k < nsent; k++)
-                        if (!strcmp (sent[k], jupyter_parent_id (m)))
-                            replied = true;
-                jupyter_msg_destroy (&m);
-            }
-        }
-    }
-    return 0;
+    err_t err = { 0 };
+    return s_info_exchange (&c->session, c->sock[CH_SHELL], c->sock[CH_IOPUB],
+                            util_mono_ms () + timeout_ms, NULL, &err);
 }
