@@ -176,27 +176,8 @@ s_save (gateway_t *self)
                                                    k->name, "owned", k->owned));
     char *text = jsonv_dumps (arr);
     json_decref (arr);
-    char tmp[1200];
-    snprintf (tmp, sizeof tmp, "%s.tmp", self->path);
-    int fd = text ? open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600) : -1;
-    bool ok = fd >= 0;
-    if (ok) {
-        size_t len = strlen (text), off = 0;
-        while (ok && off < len) {
-            ssize_t w = write (fd, text + off, len - off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            ok = w > 0;
-            off += w > 0 ? (size_t)w : 0;
-        }
-        ok = fsync (fd) == 0 && ok;
-        close (fd);
-        ok = ok && rename (tmp, self->path) == 0;
-    }
-    if (!ok) {
+    if (!text || util_write_file_atomic (self->path, text, strlen (text), 0600) < 0)
         log_warn ("gateway: cannot save %s: %s", self->path, strerror (errno));
-        unlink (tmp);
-    }
     free (text);
 }
 
