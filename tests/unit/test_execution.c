@@ -12,25 +12,7 @@
 
 #include "jsonv.h"
 #include "tap.h"
-
-/* JSON from a test literal written with ' for " (none of the texts below
-   contain an apostrophe). Exits on a typo in the test itself. */
-static json_t *
-s_j (const char *text)
-{
-    char *copy = strdup (text);
-    for (char *p = copy; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t jerr;
-    json_t *v = json_loads (copy, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (!v) {
-        fprintf (stderr, "bad JSON in test: %s: %s\n", jerr.text, copy);
-        exit (2);
-    }
-    free (copy);
-    return v;
-}
+#include "testjson.h"
 
 /* Apply content (a test literal) and add its events to log (may be NULL).
    Returns how many events it produced. */

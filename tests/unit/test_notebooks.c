@@ -13,24 +13,7 @@
 #include <string.h>
 
 #include "tap.h"
-
-/* JSON from a test literal written with ' for ". Exits on a typo. */
-static json_t *
-s_j (const char *text)
-{
-    char *copy = strdup (text);
-    for (char *p = copy; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t jerr;
-    json_t *v = json_loads (copy, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (!v) {
-        fprintf (stderr, "bad JSON in test: %s: %s\n", jerr.text, copy);
-        exit (2);
-    }
-    free (copy);
-    return v;
-}
+#include "testjson.h"
 
 /* Parse body (a literal) with query q; returns the rc, err filled. */
 static int
